@@ -1,0 +1,28 @@
+"""softlabels: offline knowledge distillation with teacher soft labels in chunked Zarr stores.
+
+The public API is imported lazily so that ``import softlabels`` (and ``softlabels --help``) stays
+instant; torch and zarr load on first use of a name that needs them.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+__version__ = "0.1.0"
+
+_LAZY = {
+    "generate": "softlabels.api",
+    "GenerateConfig": "softlabels.generate",
+    "open_store": "softlabels.store",
+    "LabelStore": "softlabels.store",
+}
+
+__all__ = ["__version__", *_LAZY]
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'softlabels' has no attribute '{name}'")
+    return getattr(importlib.import_module(module), name)

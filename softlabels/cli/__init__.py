@@ -1,0 +1,5 @@
+"""The ``softlabels`` command line."""
+
+from softlabels.cli.main import cli, main
+
+__all__ = ["cli", "main"]

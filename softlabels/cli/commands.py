@@ -1,0 +1,3 @@
+"""Imports every command module so that each attaches its commands to ``cli``."""
+
+from softlabels.cli import store_commands  # noqa: F401

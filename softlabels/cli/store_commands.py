@@ -1,0 +1,55 @@
+"""``softlabels generate`` and ``softlabels info``."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import click
+
+from softlabels.cli.main import cli
+from softlabels.cli.options import dataset_options, device_options, invocation
+
+LABEL_FORMATS = ["full", "topk", "sampled"]
+VALUE_DTYPES = ["float16", "bfloat16", "float32", "int8"]
+
+
+@cli.command()
+@dataset_options
+@click.option("--teacher", required=True, help="Built-in name, torchvision architecture, or a plug-in.")
+@click.option("--teacher-weights", default=None, help="state_dict or softlabels checkpoint file.")
+@click.option("--random-weights", is_flag=True, help="Allow a built-in/torchvision teacher without weights.")
+@click.option("--temperature", type=float, required=True, help="Stored rows are teacher logits / T.")
+@click.option("--out", required=True, help="Store location (a folder, conventionally NAME.zarr).")
+@device_options
+@click.option("--precision", type=click.Choice(["fp32", "bf16", "fp16"]), default="fp32", show_default=True,
+              help="Teacher compute precision (mixed precision for bf16/fp16).")
+@click.option("--dtype", type=click.Choice(VALUE_DTYPES), default="float16", show_default=True,
+              help="Stored value type (int8: 8 bits with a per-row scale and offset).")
+@click.option("--format", "label_format", type=click.Choice(LABEL_FORMATS), default="full", show_default=True,
+              help="full logits, the top-k per row, or classes sampled from the teacher distribution.")
+@click.option("--k", type=int, default=None, help="Classes kept per row (--format topk).")
+@click.option("--samples", type=int, default=None, help="Draws per row (--format sampled).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the draws (--format sampled).")
+@click.option("--chunk-rows", type=int, default=None, help="Rows per Zarr chunk (default: about 1 MiB per chunk).")
+@click.option("--chunks-per-shard", type=int, default=1, show_default=True, help="Chunks per unit of work.")
+@click.option("--overwrite", is_flag=True, help="Replace a store made with other settings.")
+def generate(k: int | None, samples: int | None, seed: int, **options: Any) -> None:
+    """Run a teacher over a dataset once and store its temperature-scaled logits."""
+    from softlabels.generate import GenerateConfig, format_options_for
+    from softlabels.generate import generate as run
+
+    format_options = format_options_for(options["label_format"], k=k, samples=samples, seed=seed)
+    summary = run(GenerateConfig(command=invocation(), format_options=format_options, **options))
+    click.echo(summary.describe())
+
+
+@cli.command()
+@click.argument("store")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def info(store: str, as_json: bool) -> None:
+    """Show a store's provenance, shape, format and completeness."""
+    from softlabels.store.info import describe_store, format_description
+
+    description = describe_store(store)
+    click.echo(json.dumps(description, indent=2) if as_json else format_description(description))

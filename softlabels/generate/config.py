@@ -1,0 +1,84 @@
+"""The settings of one generation job, validated before any work starts."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from softlabels.errors import InvalidArgumentError
+from softlabels.runtime import check_precision
+
+TARGET_CHUNK_BYTES = 1 << 20
+MIN_CHUNK_ROWS = 64
+MAX_CHUNK_ROWS = 16384
+
+
+@dataclass(frozen=True)
+class GenerateConfig:
+    """Everything ``softlabels generate`` takes; the field names mirror the CLI options."""
+
+    dataset: str
+    teacher: str
+    temperature: float
+    out: str
+    split: str = "train"
+    data_root: str | None = None
+    teacher_weights: str | None = None
+    random_weights: bool = False
+    batch_size: int = 256
+    num_workers: int = 0
+    device: str = "auto"
+    precision: str = "fp32"
+    dtype: str = "float16"
+    label_format: str = "full"
+    format_options: dict[str, Any] = field(default_factory=dict)
+    chunk_rows: int | None = None
+    chunks_per_shard: int = 1
+    overwrite: bool = False
+    progress: bool = True
+    command: str | None = None
+
+    def __post_init__(self) -> None:
+        if not (math.isfinite(self.temperature) and self.temperature > 0):
+            raise InvalidArgumentError(f"--temperature must be a positive number, got {self.temperature}")
+        _require_positive("--batch-size", self.batch_size)
+        _require_positive("--chunks-per-shard", self.chunks_per_shard)
+        if self.num_workers < 0:
+            raise InvalidArgumentError(f"--num-workers must be >= 0, got {self.num_workers}")
+        if self.chunk_rows is not None:
+            _require_positive("--chunk-rows", self.chunk_rows)
+        check_precision(self.precision)
+
+    def to_json(self) -> dict[str, Any]:
+        """The configuration as recorded in the store's provenance (without run-only switches)."""
+        skip = {"overwrite", "progress", "command"}
+        return {name: value for name, value in self.__dict__.items() if name not in skip}
+
+
+def _require_positive(option: str, value: int) -> None:
+    if value < 1:
+        raise InvalidArgumentError(f"{option} must be >= 1, got {value}")
+
+
+def default_chunk_rows(bytes_per_row: int) -> int:
+    """A power of two of rows so one chunk holds about 1 MiB uncompressed, within sane bounds."""
+    rows = max(1, TARGET_CHUNK_BYTES // max(1, bytes_per_row))
+    return max(MIN_CHUNK_ROWS, min(MAX_CHUNK_ROWS, 1 << (rows.bit_length() - 1)))
+
+
+def format_options_for(label_format: str, *, k: int | None, samples: int | None, seed: int) -> dict[str, Any]:
+    """Map the CLI's format switches onto the chosen encoding's parameters, refusing ones that do not apply."""
+    if label_format != "topk" and k is not None:
+        raise InvalidArgumentError("--k applies only to --format topk")
+    if label_format != "sampled" and samples is not None:
+        raise InvalidArgumentError("--samples applies only to --format sampled")
+    if label_format == "topk":
+        if k is None:
+            raise InvalidArgumentError("--format topk needs --k")
+        return {"k": k}
+    if label_format == "sampled":
+        if samples is None:
+            raise InvalidArgumentError("--format sampled needs --samples")
+        return {"samples": samples, "seed": seed}
+    return {}

@@ -1,0 +1,151 @@
+"""Teacher inference over shards of chunk-aligned rows into a label store."""
+
+from __future__ import annotations
+
+import platform
+import shlex
+import sys
+import time
+from dataclasses import dataclass
+from typing import Any
+from datetime import datetime, timezone
+
+import numpy as np
+import torch
+import zarr
+from torch.utils.data import DataLoader
+
+from softlabels import __version__
+from softlabels.errors import InvalidArgumentError, TeacherOutputError
+from softlabels.generate.background import BackgroundWriter, PendingBatch
+from softlabels.generate.config import GenerateConfig, default_chunk_rows
+from softlabels.runtime import autocast, resolve_device
+from softlabels.sources import DatasetSource, ModelSource, load_dataset, load_model
+from softlabels.store import DatasetInfo, Encoding, Layout, Provenance, StoreHeader, StoreWriter, TeacherInfo
+from softlabels.store.encodings import build_encoding
+
+
+@dataclass(frozen=True)
+class GenerateSummary:
+    """What a generation run did."""
+
+    out: str
+    num_rows: int
+    num_classes: int
+    shards_total: int
+    shards_written: int
+    bytes_on_disk: int
+    seconds: float
+
+    @property
+    def samples_per_second(self) -> float:
+        rows = self.num_rows * self.shards_written / max(1, self.shards_total)
+        return rows / self.seconds if self.seconds > 0 else 0.0
+
+    def describe(self) -> str:
+        skipped = self.shards_total - self.shards_written
+        resumed = f" ({skipped} shards were already done)" if skipped else ""
+        return (f"Wrote {self.out}: {self.num_rows} samples x {self.num_classes} classes, "
+                f"{self.shards_written} of {self.shards_total} shards this run{resumed}, "
+                f"{self.bytes_on_disk / 1e6:.2f} MB on disk ({self.bytes_on_disk / max(1, self.num_rows):.1f} B/sample), "
+                f"{self.samples_per_second:.0f} samples/s, {self.seconds:.1f} s.")
+
+
+def generate(config: GenerateConfig) -> GenerateSummary:
+    """Run the teacher over the dataset once and store ``logits / T`` for every sample, resumably.
+
+    Re-running the same configuration after an interruption writes only the missing shards.
+    """
+    started = time.perf_counter()
+    source = load_dataset(config.dataset, config.split, data_root=config.data_root)
+    if len(source) == 0:
+        raise InvalidArgumentError(f"dataset {config.dataset} [{config.split}] has no samples")
+    teacher = load_model(config.teacher, num_classes=source.num_classes, in_channels=source.in_channels,
+                         input_size=source.input_shape[-1], weights=config.teacher_weights,
+                         random_weights=config.random_weights, role="teacher")
+    encoding = build_encoding(config.label_format, dtype=config.dtype, **config.format_options)
+    header = _new_header(config, source, teacher, encoding)
+    writer = StoreWriter.open(config.out, header, encoding, overwrite=config.overwrite)
+    pending = writer.pending_shards()
+    if pending:
+        _run_teacher(config, source, teacher, writer, encoding, pending)
+    writer.mark_complete()
+    size = sum(p.stat().st_size for p in writer.path.rglob("*") if p.is_file())
+    return GenerateSummary(str(writer.path), len(source), source.num_classes,
+                           header.layout.num_shards, len(pending), size, time.perf_counter() - started)
+
+
+def _new_header(config: GenerateConfig, source: DatasetSource, teacher: ModelSource,
+                encoding: Encoding) -> StoreHeader:
+    chunk_rows = config.chunk_rows or default_chunk_rows(encoding.bytes_per_row(source.num_classes))
+    layout = Layout(encoding=encoding.name, encoding_params=encoding.params(), num_rows=len(source),
+                    num_classes=source.num_classes, chunk_rows=chunk_rows,
+                    shard_rows=chunk_rows * config.chunks_per_shard)
+    provenance = Provenance(
+        teacher=TeacherInfo(teacher.spec, teacher.num_parameters, teacher.weights_sha256, teacher.weights_path),
+        dataset=DatasetInfo(source.spec, source.split, len(source), source.num_classes, tuple(source.class_names),
+                            source.fingerprint),
+        temperature=float(config.temperature), precision=config.precision,
+        command=config.command or f"softlabels.generate({shlex.join(sys.argv)})",
+        config=config.to_json(), created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        versions={"softlabels": __version__, "torch": torch.__version__, "zarr": zarr.__version__,
+                  "numpy": np.__version__, "python": platform.python_version()})
+    return StoreHeader(layout=layout, provenance=provenance)
+
+
+def shard_batches(layout: Layout, shards: list[int], batch_size: int) -> list[list[int]]:
+    """Batches that never cross a shard boundary, so a resumed shard is computed exactly as the first time."""
+    batches = []
+    for shard in shards:
+        start, stop = layout.shard_bounds(shard)
+        batches.extend(list(range(first, min(first + batch_size, stop))) for first in range(start, stop, batch_size))
+    return batches
+
+
+def _run_teacher(config: GenerateConfig, source: DatasetSource, teacher: ModelSource, writer: StoreWriter,
+                 encoding: Encoding, pending: list[int]) -> None:
+    device = resolve_device(config.device)
+    model = teacher.module.to(device).eval()
+    layout = writer.header.layout
+    batches = shard_batches(layout, pending, config.batch_size)
+    loader = DataLoader(source.dataset, batch_sampler=batches, num_workers=config.num_workers,
+                        pin_memory=device.type == "cuda", persistent_workers=False)
+    background = BackgroundWriter(writer, encoding)
+    try:
+        with _progress(config, sum(len(b) for b in batches)) as bar:
+            for rows, (inputs, targets) in zip(batches, loader, strict=True):
+                background.put(_infer(model, inputs, targets, rows[0], layout, config, device))
+                bar.update(len(rows))
+            background.close()
+    except BaseException:
+        background.abort()
+        raise
+
+
+def _infer(model: torch.nn.Module, inputs: torch.Tensor, targets: torch.Tensor, first_row: int, layout: Layout,
+           config: GenerateConfig, device: torch.device) -> PendingBatch:
+    with torch.inference_mode(), autocast(device, config.precision):
+        logits = model(inputs.to(device, non_blocking=True))
+    if logits.ndim != 2 or logits.shape[1] != layout.num_classes:
+        raise TeacherOutputError(f"teacher {config.teacher} outputs shape {tuple(logits.shape)} but the dataset has "
+                                 f"{layout.num_classes} classes (expected [batch, {layout.num_classes}])")
+    scaled = logits.float() / config.temperature
+    if device.type != "cuda":
+        return PendingBatch(_shard_of(first_row, layout), first_row, scaled, targets, None)
+    host = torch.empty(scaled.shape, dtype=scaled.dtype, pin_memory=True)
+    host.copy_(scaled, non_blocking=True)
+    ready = torch.cuda.Event()
+    ready.record()
+    return PendingBatch(_shard_of(first_row, layout), first_row, host, targets, ready)
+
+
+def _shard_of(row: int, layout: Layout) -> int:
+    return row // layout.shard_rows
+
+
+def _progress(config: GenerateConfig, total: int) -> Any:
+    from tqdm import tqdm
+
+    # disable=None hides the bar when stderr is not a terminal (batch jobs, CI logs).
+    return tqdm(total=total, unit="sample", unit_scale=True, desc="generate", dynamic_ncols=True,
+                disable=None if config.progress else True)

@@ -1,0 +1,300 @@
+"""Dataset specs: ``digits``, ``imagefolder:ROOT``, ``torchvision:NAME`` and plug-ins.
+
+:func:`load_dataset` turns a spec and a split into a :class:`DatasetSource`, the one description of
+a dataset that every command shares. Nothing is ever downloaded.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tarfile
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import torch
+from torch.utils.data import Dataset
+from torchvision import transforms
+
+from softlabels.errors import DataError, InvalidArgumentError, UnknownNameError
+from softlabels.sources.fingerprints import FingerprintBuilder
+from softlabels.sources.imagefolder import ImageFolderDataset, fingerprint_image_folder, scan_image_folder
+from softlabels.sources.plugin_datasets import open_plugin_dataset
+from softlabels.sources.plugins import first_line, is_plugin_ref
+from softlabels.sources.torchvision_datasets import (
+    TransformedDataset,
+    fingerprint_torchvision_dataset,
+    open_torchvision_dataset,
+    torchvision_class_names,
+    torchvision_labels,
+)
+
+__all__ = ["DIGITS_SPLITS", "DatasetSource", "DigitsDataset", "ensure_cifar10", "image_transform", "load_dataset"]
+
+DIGITS_SPLITS = ("train", "test")
+_DIGITS_TEST_FRACTION = 0.2
+_DIGITS_SPLIT_SEED = 0
+_SPEC_FORMS = "digits, imagefolder:ROOT, torchvision:NAME, package.module:callable or path/to/file.py:callable"
+
+
+@dataclass(frozen=True)
+class DatasetSource:
+    """One split of a dataset, ready for a DataLoader.
+
+    Attributes:
+        spec: The dataset spec as given.
+        split: The split name.
+        dataset: Map-style dataset of ``(float32 tensor [C, H, W], int label)``; picklable.
+        num_classes: Number of classes.
+        class_names: One name per class, in label order.
+        input_shape: ``(C, H, W)`` of the samples.
+        fingerprint: sha256 hex of the split's contents, independent of where the files live.
+        num_samples: Number of samples (also ``len(source)``).
+        augmented: Whether random crops and flips are applied (only image-file sources augment).
+    """
+
+    spec: str
+    split: str
+    dataset: Dataset[tuple[torch.Tensor, int]]
+    num_classes: int
+    class_names: tuple[str, ...]
+    input_shape: tuple[int, int, int]
+    fingerprint: str
+    num_samples: int
+    augmented: bool = False
+
+    @property
+    def in_channels(self) -> int:
+        """Number of input channels, ``input_shape[0]``."""
+        return self.input_shape[0]
+
+    def __len__(self) -> int:
+        return self.num_samples
+
+
+def load_dataset(
+    spec: str, split: str = "train", *, data_root: str | None = None, augment: bool = False
+) -> DatasetSource:
+    """Open one split of the dataset that ``spec`` names.
+
+    Args:
+        spec: ``digits`` (scikit-learn's 8x8 digits, 80/20 stratified train/test split),
+            ``imagefolder:ROOT`` (``ROOT/<split>/<class>/<image>``), ``torchvision:NAME``
+            (files under ``data_root``), or a plug-in ``package.module:callable`` /
+            ``path/to/file.py:callable`` called as ``callable(split=split)``.
+        split: Split name, e.g. ``train`` or ``test``.
+        data_root: Folder holding the files of a ``torchvision:`` dataset (required there,
+            unused by other specs).
+        augment: Add ``RandomCrop(size, padding=size // 8)`` and ``RandomHorizontalFlip`` to
+            image-file sources (``imagefolder:``, ``torchvision:``); ``digits`` and plug-ins
+            are returned unaugmented (see ``DatasetSource.augmented``).
+
+    Returns:
+        The described split.
+
+    Raises:
+        UnknownNameError: The spec has none of the accepted forms, or names an unknown dataset.
+        InvalidArgumentError: Unknown split for ``digits``/``torchvision:``, or missing ``data_root``.
+        DataError: Files are missing or unreadable.
+        PluginError: A plug-in cannot be loaded or misbehaves.
+    """
+    kind, separator, argument = spec.partition(":")
+    if spec == "digits":
+        return _load_digits(spec, split)
+    if separator and kind in ("imagefolder", "torchvision"):
+        if not argument:
+            raise InvalidArgumentError(f"dataset spec '{spec}' lacks the part after ':'")
+        if kind == "imagefolder":
+            return _load_image_folder(spec, argument, split, augment)
+        return _load_torchvision(spec, argument, split, data_root, augment)
+    if is_plugin_ref(spec):
+        return _load_plugin(spec, split)
+    raise UnknownNameError(f"unknown dataset '{spec}'; use one of: {_SPEC_FORMS}")
+
+
+def ensure_cifar10(archive: str | os.PathLike[str], cache_dir: str | os.PathLike[str]) -> Path:
+    """Unpack the CIFAR-10 JPEG archive into ``cache_dir`` once and return ``cache_dir``.
+
+    The archive holds ``train/<class>/*.jpg`` and ``test/<class>/*.jpg``. It is unpacked into a
+    temporary sibling folder that is renamed into place only when complete, so an interrupted
+    unpack never looks finished and concurrent callers cannot see half a folder.
+
+    Args:
+        archive: Path of ``cifar10-jpeg.tar.gz``.
+        cache_dir: Where the unpacked folder lives; reused when it already exists.
+
+    Returns:
+        ``cache_dir``, usable as ``imagefolder:<cache_dir>``.
+
+    Raises:
+        DataError: The archive is missing or broken, or ``cache_dir`` holds something else.
+    """
+    target = Path(cache_dir)
+    if _has_train_and_test(target):
+        return target
+    if target.exists():
+        raise DataError(f"'{target}' exists but holds no train/ and test/ folders; remove it to unpack again")
+    archive_path = Path(archive)
+    if not archive_path.is_file():
+        raise DataError(f"CIFAR-10 archive '{archive_path}' does not exist")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-unpacking-", dir=target.parent))
+    try:
+        _unpack_into(archive_path, staging)
+        os.rename(staging, target)
+    except OSError:
+        if not _has_train_and_test(target):  # else another process finished first: use its copy
+            raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return target
+
+
+def _unpack_into(archive: Path, staging: Path) -> None:
+    try:
+        with tarfile.open(archive, "r:gz") as tar:
+            tar.extractall(staging, filter="data")  # the "data" filter refuses paths escaping staging
+    except (tarfile.TarError, EOFError, OSError) as exc:
+        raise DataError(f"cannot unpack '{archive}': {first_line(exc)}") from exc
+    if not _has_train_and_test(staging):
+        raise DataError(f"archive '{archive}' holds no top-level train/ and test/ folders")
+
+
+def _has_train_and_test(folder: Path) -> bool:
+    return (folder / "train").is_dir() and (folder / "test").is_dir()
+
+
+def image_transform(augment_size: tuple[int, int] | None = None) -> transforms.Compose:
+    """ToTensor and Normalize(0.5, 0.5), after a padded random crop and flip when augmenting."""
+    steps: list[Any] = []
+    if augment_size is not None:
+        steps += [
+            transforms.RandomCrop(augment_size, padding=min(augment_size) // 8),
+            transforms.RandomHorizontalFlip(),
+        ]
+    # A one-element mean/std broadcasts over any number of channels.
+    steps += [transforms.ToTensor(), transforms.Normalize((0.5,), (0.5,))]
+    return transforms.Compose(steps)
+
+
+class DigitsDataset(Dataset[tuple[torch.Tensor, int]]):
+    """scikit-learn's 8x8 digits as ``[1, 8, 8]`` float32 tensors in ``[0, 1]``.
+
+    Args:
+        images: ``float32`` array ``[N, 1, 8, 8]``.
+        labels: ``int64`` array ``[N]``.
+    """
+
+    def __init__(self, images: npt.NDArray[np.float32], labels: npt.NDArray[np.int64]) -> None:
+        self.images = images
+        self.labels = labels
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        return torch.from_numpy(self.images[index].copy()), int(self.labels[index])
+
+
+def _load_digits(spec: str, split: str) -> DatasetSource:
+    if split not in DIGITS_SPLITS:
+        raise InvalidArgumentError(f"digits has splits {' and '.join(DIGITS_SPLITS)}, not '{split}'")
+    images, labels = _digits_split(split)
+    dataset = DigitsDataset(images, labels)
+    num_classes = 10
+    builder = FingerprintBuilder("digits", split, len(labels), num_classes)
+    builder.add_labels(labels.tolist())
+    builder.add_array(images)
+    return DatasetSource(
+        spec=spec,
+        split=split,
+        dataset=dataset,
+        num_classes=num_classes,
+        class_names=tuple(str(digit) for digit in range(num_classes)),
+        input_shape=(1, 8, 8),
+        fingerprint=builder.hexdigest(),
+        num_samples=len(labels),
+    )
+
+
+def _digits_split(split: str) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.int64]]:
+    # Imported here: scikit-learn is slow to import and only this source needs it.
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    bunch = load_digits()
+    labels = np.asarray(bunch.target, dtype=np.int64)
+    train_index, test_index = train_test_split(
+        np.arange(len(labels)), test_size=_DIGITS_TEST_FRACTION, random_state=_DIGITS_SPLIT_SEED, stratify=labels
+    )
+    index = np.sort(train_index if split == "train" else test_index)
+    images = (np.asarray(bunch.images, dtype=np.float32)[index] / 16.0).reshape(-1, 1, 8, 8)
+    return np.ascontiguousarray(images, dtype=np.float32), labels[index]
+
+
+def _load_image_folder(spec: str, root: str, split: str, augment: bool) -> DatasetSource:
+    scan = scan_image_folder(root, split)
+    plain = ImageFolderDataset(scan.split_dir, scan.samples, image_transform())
+    input_shape = _shape_of_first(plain)
+    dataset = (
+        ImageFolderDataset(scan.split_dir, scan.samples, image_transform(input_shape[1:])) if augment else plain
+    )
+    return DatasetSource(
+        spec=spec,
+        split=split,
+        dataset=dataset,
+        num_classes=len(scan.class_names),
+        class_names=scan.class_names,
+        input_shape=input_shape,
+        fingerprint=fingerprint_image_folder(scan, split),
+        num_samples=len(scan.samples),
+        augmented=augment,
+    )
+
+
+def _load_torchvision(spec: str, name: str, split: str, data_root: str | None, augment: bool) -> DatasetSource:
+    base = open_torchvision_dataset(name, split, data_root)
+    if len(base) == 0:
+        raise DataError(f"torchvision:{name} ({split}) under '{data_root}' is empty")
+    plain = TransformedDataset(base, image_transform())
+    input_shape = _shape_of_first(plain)
+    dataset = TransformedDataset(base, image_transform(input_shape[1:])) if augment else plain
+    labels = torchvision_labels(base)
+    class_names = torchvision_class_names(base, labels)
+    return DatasetSource(
+        spec=spec,
+        split=split,
+        dataset=dataset,
+        num_classes=len(class_names),
+        class_names=class_names,
+        input_shape=input_shape,
+        fingerprint=fingerprint_torchvision_dataset(name, split, base, labels, len(class_names)),
+        num_samples=len(base),
+        augmented=augment,
+    )
+
+
+def _load_plugin(spec: str, split: str) -> DatasetSource:
+    info = open_plugin_dataset(spec, split)
+    return DatasetSource(
+        spec=spec,
+        split=split,
+        dataset=info.dataset,
+        num_classes=len(info.class_names),
+        class_names=info.class_names,
+        input_shape=_shape_of_first(info.dataset),
+        fingerprint=info.fingerprint,
+        num_samples=len(info.dataset),
+    )
+
+
+def _shape_of_first(dataset: Dataset[tuple[torch.Tensor, int]]) -> tuple[int, int, int]:
+    tensor = dataset[0][0]
+    if tensor.ndim != 3:
+        raise DataError(f"samples have shape {list(tensor.shape)}, expected [C, H, W]")
+    channels, height, width = (int(size) for size in tensor.shape)
+    return channels, height, width

@@ -1,0 +1,60 @@
+"""Stable sha256 fingerprints of dataset contents.
+
+A fingerprint identifies *what* a dataset holds (kind of source, split, size, classes, labels and
+sample identities), never *where* it lives, so a label store made on one machine matches the same
+data unpacked anywhere else.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable
+
+import numpy as np
+import numpy.typing as npt
+
+__all__ = ["FingerprintBuilder"]
+
+
+class FingerprintBuilder:
+    """Accumulates length-prefixed fields into one sha256 digest.
+
+    Length prefixes make the encoding unambiguous: ``("ab", "c")`` and ``("a", "bc")`` differ.
+
+    Args:
+        kind: The kind of source (``"digits"``, ``"imagefolder"``, ``"torchvision:MNIST"``, ...).
+        split: The split name.
+        num_samples: Number of samples in the split.
+        num_classes: Number of classes.
+    """
+
+    _FORMAT = "softlabels.dataset-fingerprint/1"
+
+    def __init__(self, kind: str, split: str, num_samples: int, num_classes: int) -> None:
+        self._hash = hashlib.sha256()
+        for header in (self._FORMAT, kind, split, str(num_samples), str(num_classes)):
+            self.add_text(header)
+
+    def add_bytes(self, data: bytes) -> None:
+        """Add one opaque field."""
+        self._hash.update(len(data).to_bytes(8, "little"))
+        self._hash.update(data)
+
+    def add_text(self, text: str) -> None:
+        """Add one text field (UTF-8)."""
+        self.add_bytes(text.encode("utf-8"))
+
+    def add_array(self, array: npt.ArrayLike) -> None:
+        """Add an array's dtype, shape and C-ordered bytes."""
+        contiguous = np.ascontiguousarray(array)
+        self.add_text(f"{contiguous.dtype.str}{contiguous.shape}")
+        self._hash.update(contiguous.nbytes.to_bytes(8, "little"))
+        self._hash.update(contiguous)  # hashlib reads the buffer directly, without a copy
+
+    def add_labels(self, labels: Iterable[int]) -> None:
+        """Add the labels in sample order, as little-endian int64."""
+        self.add_array(np.fromiter(labels, dtype="<i8"))
+
+    def hexdigest(self) -> str:
+        """Return the fingerprint as 64 hex digits."""
+        return self._hash.hexdigest()

@@ -1,0 +1,66 @@
+"""A store's description for ``softlabels info``: provenance, shape, format, completeness, size."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from softlabels.store.reader import open_store
+
+
+def describe_store(location: str | os.PathLike[str]) -> dict[str, Any]:
+    """Everything ``info`` shows, as JSON-ready data (incomplete stores included)."""
+    store = open_store(location, allow_incomplete=True)
+    layout = store.layout
+    done = int(store.shards_done().sum())
+    return {
+        "location": store.location,
+        "format": store.header.format,
+        "version": store.header.version,
+        "encoding": layout.encoding,
+        "encoding_params": layout.encoding_params,
+        "num_rows": layout.num_rows,
+        "num_classes": layout.num_classes,
+        "chunk_rows": layout.chunk_rows,
+        "shard_rows": layout.shard_rows,
+        "arrays": {spec.name: {"row_shape": list(spec.row_shape), "dtype": spec.dtype}
+                   for spec in store.encoding.fields(layout.num_classes)},
+        "complete": store.complete,
+        "shards_done": done,
+        "shards_total": layout.num_shards,
+        "bytes_on_disk": store.bytes_on_disk(),
+        "provenance": store.header.to_json()["provenance"],
+    }
+
+
+def format_description(description: dict[str, Any]) -> str:
+    """Human-readable lines for ``info`` without ``--json``."""
+    provenance = description["provenance"]
+    teacher, dataset = provenance["teacher"], provenance["dataset"]
+    size = description["bytes_on_disk"]
+    arrays = ", ".join(f"{name} {spec['dtype']}{spec['row_shape']}" for name, spec in description["arrays"].items())
+    status = "complete" if description["complete"] else "INCOMPLETE"
+    lines = [
+        f"store       {description['location']}",
+        f"format      {description['format']} v{description['version']}, encoding {description['encoding']} "
+        f"{description['encoding_params']}",
+        f"shape       {description['num_rows']} samples x {description['num_classes']} classes; arrays: {arrays}",
+        f"chunks      {description['chunk_rows']} rows per chunk, {description['shard_rows']} rows per shard",
+        f"status      {status}: {description['shards_done']} of {description['shards_total']} shards written",
+        f"size        {_format_size(size, description['num_rows'])}",
+        f"teacher     {teacher['spec']} ({teacher['num_parameters']:,} parameters), weights sha256 "
+        f"{teacher['weights_sha256'] or 'none (random or plug-in)'}",
+        f"dataset     {dataset['spec']} [{dataset['split']}], {dataset['num_rows']} samples, "
+        f"{dataset['num_classes']} classes, fingerprint {dataset['fingerprint'][:16]}...",
+        f"temperature {provenance['temperature']} (precision {provenance['precision']})",
+        f"created     {provenance['created']} by: {provenance['command']}",
+        f"versions    {', '.join(f'{k} {v}' for k, v in provenance['versions'].items())}",
+    ]
+    lines.extend(f"derived     {step}" for step in provenance.get("derived_from", ()))
+    return "\n".join(lines)
+
+
+def _format_size(size: int | None, num_rows: int) -> str:
+    if size is None:
+        return "unknown (not a local folder)"
+    return f"{size / 1e6:.3f} MB ({size / max(1, num_rows):.1f} B/sample)"

@@ -1,0 +1,1 @@
+"""Students: streaming soft-label datasets, distillation losses and training loops."""
