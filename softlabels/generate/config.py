@@ -8,6 +8,7 @@ from typing import Any
 
 from softlabels.errors import InvalidArgumentError
 from softlabels.runtime import check_precision
+from softlabels.store.encodings import build_encoding
 
 TARGET_CHUNK_BYTES = 1 << 20
 MIN_CHUNK_ROWS = 64
@@ -49,6 +50,9 @@ class GenerateConfig:
         if self.chunk_rows is not None:
             _require_positive("--chunk-rows", self.chunk_rows)
         check_precision(self.precision)
+        # Refuse an unknown format, a bad dtype, k < 1 or S < 1 now, before a teacher is loaded
+        # (k > C needs the dataset and is refused when the store's layout is made).
+        build_encoding(self.label_format, dtype=self.dtype, **self.format_options)
 
     def to_json(self) -> dict[str, Any]:
         """The configuration as recorded in the store's provenance (without run-only switches)."""

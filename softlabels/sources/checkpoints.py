@@ -99,7 +99,9 @@ def read_weights(path: str | os.PathLike[str]) -> tuple[StateDict, str]:
     return _state_dict_of(loaded, str(path)), hashlib.sha256(data).hexdigest()
 
 
-def apply_weights(module: nn.Module, state_dict: Mapping[str, torch.Tensor], *, source: str, model_spec: str) -> None:
+def apply_weights(
+    module: nn.Module, state_dict: Mapping[str, torch.Tensor], *, source: str, model_spec: str
+) -> None:
     """Load ``state_dict`` into ``module`` after checking keys and shapes match exactly.
 
     Args:
@@ -158,7 +160,9 @@ def _is_state_dict(value: Any) -> bool:
 def _without_wrapper_prefix(weights: StateDict, expected: Mapping[str, torch.Tensor]) -> StateDict:
     """Strip a prefix that a compile/parallel wrapper put on every key, when the model lacks it."""
     for prefix in _WRAPPER_PREFIXES:
-        if all(key.startswith(prefix) for key in weights) and not any(key.startswith(prefix) for key in expected):
+        if all(key.startswith(prefix) for key in weights) and not any(
+            key.startswith(prefix) for key in expected
+        ):
             return {key[len(prefix) :]: tensor for key, tensor in weights.items()}
     return weights
 

@@ -33,12 +33,21 @@ from softlabels.sources.torchvision_datasets import (
     torchvision_labels,
 )
 
-__all__ = ["DIGITS_SPLITS", "DatasetSource", "DigitsDataset", "ensure_cifar10", "image_transform", "load_dataset"]
+__all__ = [
+    "DIGITS_SPLITS",
+    "DatasetSource",
+    "DigitsDataset",
+    "ensure_cifar10",
+    "image_transform",
+    "load_dataset",
+]
 
 DIGITS_SPLITS = ("train", "test")
 _DIGITS_TEST_FRACTION = 0.2
 _DIGITS_SPLIT_SEED = 0
-_SPEC_FORMS = "digits, imagefolder:ROOT, torchvision:NAME, package.module:callable or path/to/file.py:callable"
+_SPEC_FORMS = (
+    "digits, imagefolder:ROOT, torchvision:NAME, package.module:callable or path/to/file.py:callable"
+)
 
 
 @dataclass(frozen=True)
@@ -229,7 +238,10 @@ def _digits_split(split: str) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.i
     bunch = load_digits()
     labels = np.asarray(bunch.target, dtype=np.int64)
     train_index, test_index = train_test_split(
-        np.arange(len(labels)), test_size=_DIGITS_TEST_FRACTION, random_state=_DIGITS_SPLIT_SEED, stratify=labels
+        np.arange(len(labels)),
+        test_size=_DIGITS_TEST_FRACTION,
+        random_state=_DIGITS_SPLIT_SEED,
+        stratify=labels,
     )
     index = np.sort(train_index if split == "train" else test_index)
     images = (np.asarray(bunch.images, dtype=np.float32)[index] / 16.0).reshape(-1, 1, 8, 8)
@@ -241,7 +253,9 @@ def _load_image_folder(spec: str, root: str, split: str, augment: bool) -> Datas
     plain = ImageFolderDataset(scan.split_dir, scan.samples, image_transform())
     input_shape = _shape_of_first(plain)
     dataset = (
-        ImageFolderDataset(scan.split_dir, scan.samples, image_transform(input_shape[1:])) if augment else plain
+        ImageFolderDataset(scan.split_dir, scan.samples, image_transform(input_shape[1:]))
+        if augment
+        else plain
     )
     return DatasetSource(
         spec=spec,
@@ -256,7 +270,9 @@ def _load_image_folder(spec: str, root: str, split: str, augment: bool) -> Datas
     )
 
 
-def _load_torchvision(spec: str, name: str, split: str, data_root: str | None, augment: bool) -> DatasetSource:
+def _load_torchvision(
+    spec: str, name: str, split: str, data_root: str | None, augment: bool
+) -> DatasetSource:
     base = open_torchvision_dataset(name, split, data_root)
     if len(base) == 0:
         raise DataError(f"torchvision:{name} ({split}) under '{data_root}' is empty")

@@ -49,7 +49,7 @@ class FingerprintBuilder:
         contiguous = np.ascontiguousarray(array)
         self.add_text(f"{contiguous.dtype.str}{contiguous.shape}")
         self._hash.update(contiguous.nbytes.to_bytes(8, "little"))
-        self._hash.update(contiguous)  # hashlib reads the buffer directly, without a copy
+        self._hash.update(contiguous.data)  # the buffer itself, without a copy
 
     def add_labels(self, labels: Iterable[int]) -> None:
         """Add the labels in sample order, as little-endian int64."""

@@ -44,7 +44,9 @@ class PluginDataset(Dataset[tuple[torch.Tensor, int]]):
         except (IndexError, SoftLabelsError):
             raise  # IndexError ends plain iteration; our own errors already read well
         except Exception as exc:
-            raise PluginError(f"dataset plug-in '{self.ref}' failed on sample {index}: {first_line(exc)}") from exc
+            raise PluginError(
+                f"dataset plug-in '{self.ref}' failed on sample {index}: {first_line(exc)}"
+            ) from exc
         return self._checked(sample, index)
 
     def _checked(self, sample: Any, index: int) -> tuple[torch.Tensor, int]:
@@ -114,8 +116,12 @@ def open_plugin_dataset(ref: str, split: str) -> PluginDatasetInfo:
 
 
 def _checked_length(inner: Any, ref: str) -> int:
-    if isinstance(inner, IterableDataset) or not (hasattr(inner, "__getitem__") and hasattr(inner, "__len__")):
-        raise PluginError(f"dataset plug-in '{ref}' returned a {type(inner).__name__}, not a map-style Dataset")
+    if isinstance(inner, IterableDataset) or not (
+        hasattr(inner, "__getitem__") and hasattr(inner, "__len__")
+    ):
+        raise PluginError(
+            f"dataset plug-in '{ref}' returned a {type(inner).__name__}, not a map-style Dataset"
+        )
     try:
         num_samples = len(inner)
     except Exception as exc:
@@ -147,7 +153,9 @@ def _own_fingerprint(inner: Any, ref: str) -> str | None:
     if fingerprint is None:
         return None
     if not isinstance(fingerprint, str) or not fingerprint:
-        raise PluginError(f"dataset plug-in '{ref}': fingerprint must be a non-empty str, got {_describe(fingerprint)}")
+        raise PluginError(
+            f"dataset plug-in '{ref}': fingerprint must be a non-empty str, got {_describe(fingerprint)}"
+        )
     return fingerprint
 
 
@@ -159,7 +167,7 @@ def _scan(dataset: PluginDataset) -> tuple[list[int], str]:
         tensor, label = dataset[index]
         array = np.ascontiguousarray(tensor.detach().cpu().numpy())
         content.update(f"{array.shape}".encode())
-        content.update(array)
+        content.update(array.data)
         labels.append(label)
     return labels, content.hexdigest()
 

@@ -1,13 +1,21 @@
-"""Resolution of ``module:callable`` and ``path/to/file.py:callable`` plug-in references."""
+"""Resolution of ``module:callable`` and ``path/to/file.py:callable`` plug-in references.
+
+A ``file.py`` plug-in is imported under a module name that encodes its absolute path
+(``softlabels_plugin_<stem>_<base32 of the path>``), and a finder on ``sys.meta_path`` turns
+such names back into the file. Objects defined in the file therefore pickle by reference and
+unpickle in any process that imports softlabels, including spawned DataLoader workers.
+"""
 
 from __future__ import annotations
 
-import hashlib
+import base64
 import importlib
+import importlib.abc
 import importlib.util
 import re
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from importlib.machinery import ModuleSpec
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -15,6 +23,8 @@ from typing import Any
 from softlabels.errors import PluginError
 
 __all__ = ["first_line", "is_plugin_ref", "load_callable", "module_name_for_file"]
+
+_MODULE_PREFIX = "softlabels_plugin_"
 
 
 def first_line(exc: BaseException) -> str:
@@ -25,8 +35,8 @@ def first_line(exc: BaseException) -> str:
 
 def is_plugin_ref(ref: str) -> bool:
     """Tell whether ``ref`` has the ``target:attribute`` form of a plug-in reference."""
-    target, sep, attribute = ref.rpartition(":")
-    return bool(sep and target and attribute)
+    target, separator, attribute = ref.rpartition(":")
+    return bool(separator and target and attribute)
 
 
 def load_callable(ref: str, *, what: str) -> Callable[..., Any]:
@@ -46,10 +56,17 @@ def load_callable(ref: str, *, what: str) -> Callable[..., Any]:
             is missing or not callable.
     """
     # rpartition keeps Windows drive letters ("C:\\x\\f.py:fn") inside the target.
-    target, sep, attribute = ref.rpartition(":")
-    if not (sep and target and attribute):
+    target, separator, attribute = ref.rpartition(":")
+    if not (separator and target and attribute):
         raise PluginError(f"{what} plug-in '{ref}' must look like 'module:callable' or 'file.py:callable'")
-    module = _import_file(target, ref, what) if _is_file_target(target) else _import_module(target, ref, what)
+    if _is_file_target(target):
+        path = Path(target).resolve()
+        if not path.is_file():
+            raise PluginError(f"{what} plug-in '{ref}': file '{target}' does not exist")
+        module_name = module_name_for_file(path)
+    else:
+        module_name = target
+    module = _import(module_name, ref, what)
     obj: Any = module
     for part in attribute.split("."):
         try:
@@ -61,46 +78,46 @@ def load_callable(ref: str, *, what: str) -> Callable[..., Any]:
     return obj  # type: ignore[no-any-return]
 
 
+def module_name_for_file(path: Path) -> str:
+    """The module name under which the plug-in file at absolute ``path`` is imported.
+
+    The name is stable (same file, same name, in every process) and reversible (see
+    :class:`PluginFileFinder`).
+    """
+    encoded = base64.b32encode(str(path).encode("utf-8")).decode("ascii").rstrip("=").lower()
+    stem = re.sub(r"\W", "_", path.stem)
+    return f"{_MODULE_PREFIX}{stem}_{encoded}"
+
+
+class PluginFileFinder(importlib.abc.MetaPathFinder):
+    """Finds the file behind a module name made by :func:`module_name_for_file`."""
+
+    def find_spec(
+        self, fullname: str, path: Sequence[str] | None, target: ModuleType | None = None
+    ) -> ModuleSpec | None:
+        """Return a spec loading the encoded file, or None for any other module name."""
+        if not fullname.startswith(_MODULE_PREFIX):
+            return None
+        encoded = fullname.rpartition("_")[2].upper()
+        try:
+            file_path = base64.b32decode(encoded + "=" * (-len(encoded) % 8)).decode("utf-8")
+        except (ValueError, UnicodeDecodeError):
+            return None
+        return importlib.util.spec_from_file_location(fullname, file_path)
+
+
 def _is_file_target(target: str) -> bool:
     return target.endswith(".py") or "/" in target or "\\" in target
 
 
-def _import_module(name: str, ref: str, what: str) -> ModuleType:
+def _import(module_name: str, ref: str, what: str) -> ModuleType:
     try:
-        return importlib.import_module(name)
+        return importlib.import_module(module_name)
     except Exception as exc:  # any failure inside foreign code is the plug-in's problem
-        raise PluginError(f"{what} plug-in '{ref}': cannot import '{name}' ({first_line(exc)})") from exc
+        raise PluginError(f"{what} plug-in '{ref}': importing it failed ({first_line(exc)})") from exc
 
 
-def _import_file(target: str, ref: str, what: str) -> ModuleType:
-    path = Path(target).resolve()
-    if not path.is_file():
-        raise PluginError(f"{what} plug-in '{ref}': file '{target}' does not exist")
-    name = module_name_for_file(path)
-    # Reusing the registered module keeps classes identical across calls, so objects pickled for
-    # DataLoader workers unpickle to the same types.
-    existing = sys.modules.get(name)
-    if existing is not None:
-        return existing
-    spec = importlib.util.spec_from_file_location(name, path)
-    if spec is None or spec.loader is None:
-        raise PluginError(f"{what} plug-in '{ref}': '{target}' cannot be loaded as a Python module")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    try:
-        spec.loader.exec_module(module)
-    except Exception as exc:
-        del sys.modules[name]
-        raise PluginError(f"{what} plug-in '{ref}': importing '{target}' failed ({first_line(exc)})") from exc
-    return module
-
-
-def module_name_for_file(path: Path) -> str:
-    """Derive a stable, unique module name for the plug-in file at absolute ``path``.
-
-    The same file always gets the same name (so pickles made in one process resolve in another that
-    loaded the same file), and two files with the same stem never collide.
-    """
-    digest = hashlib.sha256(str(path).encode()).hexdigest()[:12]
-    stem = re.sub(r"\W", "_", path.stem)
-    return f"softlabels_plugin_{stem}_{digest}"
+# Installed on import: unpickling any object of this package (e.g. a plug-in dataset wrapper in a
+# spawned worker) imports this module before the plug-in's own classes are looked up.
+if not any(isinstance(finder, PluginFileFinder) for finder in sys.meta_path):
+    sys.meta_path.append(PluginFileFinder())

@@ -103,14 +103,17 @@ def open_torchvision_dataset(name: str, split: str, data_root: str | None) -> An
         fallback = _open_single_idx_split(name, split, Path(data_root))
         if fallback is not None:
             return fallback
+        # torchvision's own message suggests download=True, which softlabels never does.
         raise DataError(
-            f"torchvision:{name} ({split}) not found under '{data_root}' ({first_line(exc)}); "
-            "softlabels never downloads, place the files there first"
+            f"torchvision:{name} ({split}) files not found or damaged under '{data_root}'; "
+            "softlabels never downloads: place the dataset's files there first"
         ) from exc
     except SoftLabelsError:
         raise
     except (TypeError, ValueError) as exc:
-        raise InvalidArgumentError(f"torchvision:{name} ({split}) cannot be opened: {first_line(exc)}") from exc
+        raise InvalidArgumentError(
+            f"torchvision:{name} ({split}) cannot be opened: {first_line(exc)}"
+        ) from exc
 
 
 def torchvision_class_names(dataset: Any, labels: npt.NDArray[np.int64]) -> tuple[str, ...]:

@@ -1,0 +1,189 @@
+"""Deriving a compact store (``topk``, ``sampled`` or requantised ``full``) from a full one (``softlabels convert``).
+
+The teacher is not run again: every shard of the new store is read from the full store, decoded
+to float32 ``logits / T`` rows and encoded exactly as ``generate`` encodes teacher outputs, so a
+conversion of a float32 full store equals direct generation with the same settings.
+
+Work is split into the shards of the new store and run in parallel with :mod:`dask`. The
+default ``threads`` scheduler suits it: a shard's work is numpy kernels (exp, cumsum, partition,
+sort) and Zarr's zstd and crc32c codecs, which release the GIL, and threads share the imported
+modules with nothing to pickle. ``processes`` sidesteps the GIL for encodings whose Python-level
+work dominates, at the price of starting interpreters; ``synchronous`` runs in the calling
+thread (debugging, profiling). Each task writes whole chunks of its own shard and then records
+the shard, so tasks never touch the same chunk and an interrupted conversion resumes with the
+shards still pending; the store is flagged complete only at the end.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from dataclasses import dataclass, replace
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from softlabels import __version__
+from softlabels.errors import InvalidArgumentError, StoreMismatchError
+from softlabels.generate.config import default_chunk_rows, format_options_for
+from softlabels.store import Encoding, LabelStore, Layout, StoreHeader, StoreWriter, encoding_from_params, open_store
+from softlabels.store.encodings import build_encoding
+
+SCHEDULERS = ("threads", "processes", "synchronous")
+CONVERSION = "convert"
+# Keys of a conversion record that must agree for a resumed conversion to continue a store.
+_RECORD_IDENTITY = ("operation", "source_encoding", "encoding")
+
+
+@dataclass(frozen=True)
+class ConvertSummary:
+    """What a conversion did."""
+
+    source: str
+    out: str
+    encoding: str
+    encoding_params: dict[str, Any]
+    num_rows: int
+    num_classes: int
+    shards_total: int
+    shards_written: int
+    bytes_on_disk: int
+    seconds: float
+
+    def describe(self) -> str:
+        skipped = self.shards_total - self.shards_written
+        resumed = f" ({skipped} shards were already done)" if skipped else ""
+        return (f"Converted {self.source} to {self.out}: {self.encoding} {self.encoding_params}, "
+                f"{self.num_rows} samples x {self.num_classes} classes, {self.shards_written} of "
+                f"{self.shards_total} shards this run{resumed}, {self.bytes_on_disk / 1e6:.2f} MB on disk "
+                f"({self.bytes_on_disk / max(1, self.num_rows):.1f} B/sample), {self.seconds:.1f} s.")
+
+
+def convert_store(source: str | os.PathLike[str], out: str | os.PathLike[str], *, to: str, k: int | None = None,
+                  samples: int | None = None, seed: int = 0, dtype: str = "float16", chunk_rows: int | None = None,
+                  chunks_per_shard: int = 1, scheduler: str = "threads", workers: int | None = None,
+                  overwrite: bool = False, progress: bool = False, command: str | None = None) -> ConvertSummary:
+    """Derive a store of another format from a complete full store, resumably and in parallel.
+
+    Args:
+        source: a complete store of format ``full``.
+        out: where the new store goes (a resumed conversion continues a store made with the same settings).
+        to: ``topk``, ``sampled`` or ``full`` (the last to change the value dtype).
+        k: classes kept per row (``to="topk"`` only), ``1 <= k <= C``.
+        samples: draws per row (``to="sampled"`` only), ``>= 1``.
+        seed: seed of the draws (``to="sampled"``).
+        dtype: value dtype for ``full`` and ``topk``: float16, bfloat16, float32 or int8.
+        chunk_rows: rows per Zarr chunk of the new store; by default about 1 MiB per chunk, rounded
+            to a multiple of the source's chunk rows so that every source chunk is decoded once.
+        chunks_per_shard: chunks per unit of work.
+        scheduler: the dask scheduler, one of :data:`SCHEDULERS`.
+        workers: threads or processes (default: dask's, one per CPU).
+        overwrite: replace a store at ``out`` made with other settings.
+        progress: show dask's progress bar on stderr.
+        command: the command line recorded in the conversion record.
+
+    Raises:
+        InvalidArgumentError: bad options (``k > C``, ``samples < 1``, unknown scheduler, ``out`` is
+            ``source``) or a source that is not a full store.
+        UnknownNameError: ``to`` is not a known format.
+        IncompleteStoreError: the source has unwritten shards.
+        StoreMismatchError: ``out`` holds a store made with other settings and ``overwrite`` is off.
+    """
+    started = time.perf_counter()
+    _check_run_options(scheduler, workers, chunk_rows, chunks_per_shard)
+    encoding = build_encoding(to, dtype=dtype, **format_options_for(to, k=k, samples=samples, seed=seed))
+    store = open_store(source)
+    _check_source(store, encoding, out)
+    header = _derived_header(store, encoding, chunk_rows, chunks_per_shard, command)
+    writer = StoreWriter.open(out, header, encoding, overwrite=overwrite)
+    _refuse_other_conversion(writer.header, header, writer.path)
+    pending = writer.pending_shards()
+    if pending:
+        _run_shards(store.location, str(writer.path), writer.header, pending, scheduler, workers, progress)
+    final = writer.mark_complete()
+    size = sum(p.stat().st_size for p in writer.path.rglob("*") if p.is_file())
+    return ConvertSummary(store.location, str(writer.path), encoding.name, encoding.params(), store.num_rows,
+                          store.num_classes, final.layout.num_shards, len(pending), size,
+                          time.perf_counter() - started)
+
+
+def _check_run_options(scheduler: str, workers: int | None, chunk_rows: int | None, chunks_per_shard: int) -> None:
+    if scheduler not in SCHEDULERS:
+        raise InvalidArgumentError(f"scheduler '{scheduler}' is not one of {', '.join(SCHEDULERS)}")
+    for option, value in (("--workers", workers), ("--chunk-rows", chunk_rows),
+                          ("--chunks-per-shard", chunks_per_shard)):
+        if value is not None and value < 1:
+            raise InvalidArgumentError(f"{option} must be >= 1, got {value}")
+
+
+def _check_source(store: LabelStore, encoding: Encoding, out: str | os.PathLike[str]) -> None:
+    if store.layout.encoding != "full":
+        raise InvalidArgumentError(f"{store.location} holds {store.layout.encoding} labels; convert derives "
+                                   "compact stores from full stores only (what a compact store dropped "
+                                   "cannot be recovered)")
+    encoding.fields(store.num_classes)  # refuses k > C before any work
+    if Path(store.location).resolve() == Path(out).resolve():
+        raise InvalidArgumentError(f"the output {out} is the source store itself; choose another OUT")
+
+
+def _derived_header(store: LabelStore, encoding: Encoding, chunk_rows: int | None, chunks_per_shard: int,
+                    command: str | None) -> StoreHeader:
+    rows_per_chunk = chunk_rows or _aligned_chunk_rows(store.layout.chunk_rows,
+                                                       encoding.bytes_per_row(store.num_classes))
+    layout = Layout(encoding=encoding.name, encoding_params=encoding.params(), num_rows=store.num_rows,
+                    num_classes=store.num_classes, chunk_rows=rows_per_chunk,
+                    shard_rows=rows_per_chunk * chunks_per_shard)
+    record = {
+        "operation": CONVERSION,
+        "source": store.location,
+        "source_encoding": {"name": store.layout.encoding, "params": store.layout.encoding_params},
+        "encoding": {"name": encoding.name, "params": encoding.params()},
+        "chunk_rows": layout.chunk_rows,
+        "shard_rows": layout.shard_rows,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "softlabels": __version__,
+        "command": command or f"softlabels.convert_store({store.location!r}, to={encoding.name!r})",
+    }
+    provenance = replace(store.provenance, derived_from=(*store.provenance.derived_from, record))
+    return StoreHeader(layout=layout, provenance=provenance)
+
+
+def _aligned_chunk_rows(source_chunk_rows: int, bytes_per_row: int) -> int:
+    """About 1 MiB per chunk, as ``generate`` picks, but a multiple of the source's chunk rows."""
+    return source_chunk_rows * max(1, default_chunk_rows(bytes_per_row) // source_chunk_rows)
+
+
+def _refuse_other_conversion(existing: StoreHeader, wanted: StoreHeader, path: Path) -> None:
+    """A resumed conversion must continue one from the same kind of source (e.g. not float16 after float32)."""
+    old, new = existing.provenance.derived_from, wanted.provenance.derived_from
+    if len(old) != len(new) or any(a.get(key) != b.get(key) for a, b in zip(old, new) for key in _RECORD_IDENTITY):
+        raise StoreMismatchError(f"{path} holds labels derived otherwise (store: {list(old)}; this run: "
+                                 f"{list(new)}); pass --overwrite to replace it")
+
+
+def _run_shards(source: str, out: str, header: StoreHeader, shards: list[int], scheduler: str,
+                workers: int | None, progress: bool) -> None:
+    import dask
+    from dask.diagnostics import ProgressBar
+
+    tasks = [dask.delayed(convert_shard)(source, out, header, shard) for shard in shards]
+    options: dict[str, Any] = {"scheduler": scheduler}
+    if workers is not None and scheduler != "synchronous":
+        options["num_workers"] = workers
+    if progress:
+        with ProgressBar(minimum=1.0, out=sys.stderr):
+            dask.compute(*tasks, **options)
+    else:
+        dask.compute(*tasks, **options)
+
+
+def convert_shard(source: str, out: str, header: StoreHeader, shard: int) -> int:
+    """Encode one shard of ``out`` from ``source`` and record it; one dask task (picklable arguments only)."""
+    layout = header.layout
+    encoding = encoding_from_params(layout.encoding, layout.encoding_params)
+    start, stop = layout.shard_bounds(shard)
+    rows = open_store(source).read_rows(start, stop)
+    fields = encoding.encode(rows.fields["logits"], start)
+    StoreWriter(Path(out), header, encoding).write_shard(shard, fields, rows.targets)
+    return shard

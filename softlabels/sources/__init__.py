@@ -1,0 +1,26 @@
+"""Where data and models come from: dataset specs, fingerprints, model specs, weights, checkpoints.
+
+Dataset specs (:func:`load_dataset`): ``digits``, ``imagefolder:ROOT``, ``torchvision:NAME``,
+``package.module:callable`` and ``path/to/file.py:callable``.
+Model specs (:func:`load_model`, :func:`build_model`): the built-ins in :data:`BUILTIN_MODELS`,
+torchvision classification names (``resnet18``) and the same two plug-in forms.
+"""
+
+from softlabels.sources.checkpoints import read_weights, save_checkpoint
+from softlabels.sources.datasets import DatasetSource, ensure_cifar10, load_dataset
+from softlabels.sources.models import BUILTIN_MODELS, ModelSource, build_model, count_parameters, load_model
+from softlabels.sources.plugins import load_callable
+
+__all__ = [
+    "BUILTIN_MODELS",
+    "DatasetSource",
+    "ModelSource",
+    "build_model",
+    "count_parameters",
+    "ensure_cifar10",
+    "load_callable",
+    "load_dataset",
+    "load_model",
+    "read_weights",
+    "save_checkpoint",
+]

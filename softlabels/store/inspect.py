@@ -1,0 +1,234 @@
+"""What a store costs and what it keeps (``softlabels inspect``), to choose a temperature and a format.
+
+Every metric is computed from the teacher distribution the store stands for,
+:meth:`Encoding.reconstruct` (``full``: the softmax of the stored rows; ``topk``: the exact kept
+probabilities with the residual mass spread uniformly over the other classes; ``sampled``: the
+empirical distribution ``counts / S``), read a block of chunks at a time so that any store fits
+in memory:
+
+* size: bytes on disk per sample, and the compression ratio against float32 full logits
+  (``4 * C`` bytes per sample);
+* teacher quality against the stored targets: accuracy of the most probable class, mean
+  entropy (nats), expected calibration error (equal-width confidence bins, Guo et al. 2017);
+* against a full reference store of the same teacher, data and temperature: mean
+  ``KL(full || reconstructed)`` (infinite when the reconstruction gives zero mass to a class
+  the teacher does not, as sampled rows always can), top-1 agreement, the reference
+  probability mass of the classes the store keeps, and the mean total-variation distance.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import zarr
+
+from softlabels.errors import InvalidArgumentError, StoreMismatchError
+from softlabels.store.encodings import Encoding
+from softlabels.store.reader import LabelStore, open_store
+
+ECE_BINS = 15
+FP32_BYTES = 4
+# Dense [rows, C] float64 work arrays are cut to about this many elements (32 MiB each).
+MAX_DENSE_ELEMENTS = 1 << 22
+# Blocks span both stores' chunks when their lengths are compatible, up to this many rows.
+MAX_BLOCK_ROWS = 1 << 16
+_NOTES = {
+    "topk": "top-k: classes not kept share the residual mass uniformly",
+    "sampled": "sampled: accuracy, entropy and ECE are of the empirical distribution counts/S (entropy is "
+               "biased low); KL to a reference is infinite whenever a class with mass was not drawn",
+}
+
+
+def inspect_store(location: str | os.PathLike[str], reference: str | os.PathLike[str] | None = None, *,
+                  bins: int = ECE_BINS) -> dict[str, Any]:
+    """Size, teacher quality and (with ``reference``) fidelity of a complete store, as JSON-ready data.
+
+    Args:
+        location: the store to inspect (any format).
+        reference: a complete ``full`` store of the same teacher, data and temperature.
+        bins: equal-width confidence bins of the expected calibration error.
+
+    Raises:
+        InvalidArgumentError: ``bins < 1`` or the reference is not a full store.
+        StoreMismatchError: the reference holds other rows, another teacher or another temperature.
+        IncompleteStoreError: either store has unwritten shards.
+    """
+    if bins < 1:
+        raise InvalidArgumentError(f"bins must be >= 1, got {bins}")
+    store = open_store(location)
+    full = open_store(reference) if reference is not None else None
+    if full is not None:
+        _check_reference(store, full)
+    totals = _Totals(bins)
+    step = max(1, MAX_DENSE_ELEMENTS // store.num_classes)
+    for start, stop in _blocks(store, full):
+        chunk = store.read_rows(start, stop)
+        reference_fields = full.read_rows(start, stop).fields if full is not None else None
+        for begin in range(0, stop - start, step):
+            rows = slice(begin, begin + step)
+            reference_probs = (None if full is None or reference_fields is None
+                               else full.encoding.reconstruct(_rows_of(reference_fields, rows), full.num_classes))
+            totals.add(store.encoding, _rows_of(chunk.fields, rows), store.num_classes, chunk.targets[rows],
+                       reference_probs)
+    return {
+        "location": store.location,
+        "encoding": store.layout.encoding,
+        "encoding_params": store.layout.encoding_params,
+        "num_rows": store.num_rows,
+        "num_classes": store.num_classes,
+        "temperature": store.temperature,
+        "size": _size(store),
+        "teacher": totals.teacher(),
+        "reference": None if full is None else {"location": full.location, **totals.fidelity()},
+        "note": _NOTES.get(store.layout.encoding),
+    }
+
+
+def _rows_of(fields: dict[str, np.ndarray], rows: slice) -> dict[str, np.ndarray]:
+    return {name: values[rows] for name, values in fields.items()}
+
+
+def _check_reference(store: LabelStore, full: LabelStore) -> None:
+    if full.layout.encoding != "full":
+        raise InvalidArgumentError(f"the reference {full.location} holds {full.layout.encoding} labels; "
+                                   "a reference must be a full store")
+    ours, theirs = store.provenance, full.provenance
+    have = {"rows": store.num_rows, "classes": store.num_classes, "split": ours.dataset.split,
+            "dataset fingerprint": ours.dataset.fingerprint, "teacher": ours.teacher.spec,
+            "teacher weights sha256": ours.teacher.weights_sha256, "temperature": ours.temperature}
+    want = {"rows": full.num_rows, "classes": full.num_classes, "split": theirs.dataset.split,
+            "dataset fingerprint": theirs.dataset.fingerprint, "teacher": theirs.teacher.spec,
+            "teacher weights sha256": theirs.teacher.weights_sha256, "temperature": theirs.temperature}
+    differences = [f"{key}: store has {have[key]!r}, reference has {want[key]!r}" for key in have
+                   if have[key] != want[key]]
+    if differences:
+        raise StoreMismatchError(f"{full.location} is not a reference for {store.location} "
+                                 f"({'; '.join(differences)})")
+
+
+def _blocks(store: LabelStore, full: LabelStore | None) -> list[tuple[int, int]]:
+    """Row ranges covering whole chunks of both stores where possible, so no chunk is decoded twice."""
+    rows = store.layout.chunk_rows
+    if full is not None:
+        common = math.lcm(rows, full.layout.chunk_rows)
+        rows = common if common <= max(MAX_BLOCK_ROWS, rows) else rows
+    return [(start, min(start + rows, store.num_rows)) for start in range(0, store.num_rows, rows)]
+
+
+def _size(store: LabelStore) -> dict[str, Any]:
+    group = zarr.open_group(store.location, mode="r")
+    label_bytes = sum(int(group[spec.name].nbytes_stored()) for spec in store.encoding.fields(store.num_classes))
+    total = store.bytes_on_disk()
+    rows = max(1, store.num_rows)
+    fp32 = FP32_BYTES * store.num_classes
+    label_per_sample = label_bytes / rows
+    return {
+        "bytes_per_sample": None if total is None else total / rows,
+        "label_bytes_per_sample": label_per_sample,
+        "uncompressed_label_bytes_per_sample": store.encoding.bytes_per_row(store.num_classes),
+        "fp32_full_bytes_per_sample": fp32,
+        "compression_ratio": fp32 / label_per_sample if label_per_sample > 0 else None,
+    }
+
+
+@dataclass
+class _Totals:
+    """Running sums over rows, so the metrics need one pass over the store."""
+
+    bins: int
+    rows: int = 0
+    correct: float = 0.0
+    entropy: float = 0.0
+    confidence: float = 0.0
+    kl: float = 0.0
+    agree: float = 0.0
+    kept_mass: float = 0.0
+    total_variation: float = 0.0
+    bin_rows: np.ndarray = field(init=False)
+    bin_confidence: np.ndarray = field(init=False)
+    bin_correct: np.ndarray = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.bin_rows = np.zeros(self.bins, dtype=np.int64)
+        self.bin_confidence = np.zeros(self.bins, dtype=np.float64)
+        self.bin_correct = np.zeros(self.bins, dtype=np.float64)
+
+    def add(self, encoding: Encoding, fields: dict[str, np.ndarray], num_classes: int, targets: np.ndarray,
+            reference: np.ndarray | None) -> None:
+        probs = encoding.reconstruct(fields, num_classes)
+        predicted = probs.argmax(axis=1)
+        confidence = probs.max(axis=1)
+        correct = (predicted == targets).astype(np.float64)
+        self.rows += len(probs)
+        self.correct += float(correct.sum())
+        self.entropy += float(entropy(probs).sum())
+        self.confidence += float(confidence.sum())
+        slot = np.clip(np.ceil(confidence * self.bins).astype(np.int64) - 1, 0, self.bins - 1)
+        self.bin_rows += np.bincount(slot, minlength=self.bins)
+        self.bin_confidence += np.bincount(slot, weights=confidence, minlength=self.bins)
+        self.bin_correct += np.bincount(slot, weights=correct, minlength=self.bins)
+        if reference is not None:
+            self.kl += float(kl_divergence(reference, probs).sum())
+            self.agree += float((reference.argmax(axis=1) == predicted).sum())
+            kept = encoding.stored_classes(fields, num_classes)
+            self.kept_mass += float(np.where(kept, reference, 0.0).sum())
+            self.total_variation += float(0.5 * np.abs(reference - probs).sum())
+
+    def teacher(self) -> dict[str, Any]:
+        rows = max(1, self.rows)
+        gaps = np.abs(self.bin_correct - self.bin_confidence)  # per bin: rows * |accuracy - confidence|
+        return {"accuracy": self.correct / rows, "mean_entropy": self.entropy / rows,
+                "mean_confidence": self.confidence / rows, "ece": float(gaps.sum()) / rows, "ece_bins": self.bins}
+
+    def fidelity(self) -> dict[str, Any]:
+        rows = max(1, self.rows)
+        return {"mean_kl": self.kl / rows if math.isfinite(self.kl) else None, "top1_agreement": self.agree / rows,
+                "kept_mass": self.kept_mass / rows, "total_variation": self.total_variation / rows}
+
+
+def entropy(probs: np.ndarray) -> np.ndarray:
+    """Row entropies in nats (``0 log 0 = 0``)."""
+    safe = np.where(probs > 0, probs, 1.0)
+    return -(probs * np.log(safe)).sum(axis=1)
+
+
+def kl_divergence(p: np.ndarray, q: np.ndarray) -> np.ndarray:
+    """Row-wise ``KL(p || q)`` in nats; ``inf`` where ``q`` is 0 and ``p`` is not."""
+    positive = p > 0
+    with np.errstate(divide="ignore"):
+        log_ratio = np.log(np.where(positive, p, 1.0)) - np.log(np.where(positive, q, 1.0))
+    return np.where(positive, p * log_ratio, 0.0).sum(axis=1)
+
+
+def format_inspection(report: dict[str, Any]) -> str:
+    """Human-readable lines for ``inspect`` without ``--json``."""
+    size, teacher = report["size"], report["teacher"]
+    on_disk = size["bytes_per_sample"]
+    ratio = size["compression_ratio"]
+    lines = [
+        f"store        {report['location']}",
+        f"format       {report['encoding']} {report['encoding_params']}, temperature {report['temperature']}, "
+        f"{report['num_rows']} samples x {report['num_classes']} classes",
+        f"size         {'unknown' if on_disk is None else f'{on_disk:.1f}'} B/sample on disk; labels "
+        f"{size['label_bytes_per_sample']:.1f} B/sample ({size['uncompressed_label_bytes_per_sample']} "
+        f"uncompressed)",
+        f"compression  {'n/a' if ratio is None else f'{ratio:.1f}x'} smaller than float32 full logits "
+        f"({size['fp32_full_bytes_per_sample']} B/sample)",
+        f"teacher      accuracy {teacher['accuracy']:.2%}, mean entropy {teacher['mean_entropy']:.4f} nats, "
+        f"mean confidence {teacher['mean_confidence']:.4f}, ECE {teacher['ece']:.4f} ({teacher['ece_bins']} bins)",
+    ]
+    fidelity = report["reference"]
+    if fidelity is not None:
+        kl = "infinite" if fidelity["mean_kl"] is None else f"{fidelity['mean_kl']:.6f} nats"
+        lines += [
+            f"reference    {fidelity['location']}",
+            f"fidelity     mean KL(full || reconstructed) {kl}, top-1 agreement {fidelity['top1_agreement']:.2%}, "
+            f"kept mass {fidelity['kept_mass']:.4f}, total variation {fidelity['total_variation']:.4f}",
+        ]
+    if report["note"]:
+        lines.append(f"note         {report['note']}")
+    return "\n".join(lines)

@@ -1,0 +1,202 @@
+"""The files of a training run directory, written so that a kill at any moment leaves them usable.
+
+A run directory holds ``config.json`` (what the run is), ``last.pt`` (the resume state after the
+last complete epoch), ``metrics.json``, ``best.pt``/``final.pt`` (softlabels checkpoints) and
+``summary.json``. Every file is written to a temporary sibling and renamed over its name, so a
+reader (or a resumed run) sees either the old or the new file, never half of one.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from softlabels.errors import DataError, InvalidArgumentError
+
+__all__ = ["RUN_FILES", "RunFiles", "TrainState", "load_state", "prepare_run_dir", "save_state", "write_atomically",
+           "write_json"]
+
+RUN_FORMAT = "softlabels.run"
+STATE_FORMAT = "softlabels.train-state"
+FORMAT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class RunFiles:
+    """The file names of a run directory."""
+
+    config: str = "config.json"
+    metrics: str = "metrics.json"
+    last: str = "last.pt"
+    best: str = "best.pt"
+    final: str = "final.pt"
+    summary: str = "summary.json"
+
+    def names(self) -> tuple[str, ...]:
+        return self.config, self.metrics, self.last, self.best, self.final, self.summary
+
+
+RUN_FILES = RunFiles()
+
+
+@dataclass
+class TrainState:
+    """Everything needed to continue a run exactly after its last complete epoch.
+
+    Attributes:
+        epochs_done: Complete epochs.
+        model: The model's state_dict.
+        optimizer: The optimizer's state_dict.
+        scheduler: The learning-rate scheduler's state_dict.
+        scaler: The fp16 gradient scaler's state_dict (empty when unused).
+        metrics: One plain dict per complete epoch.
+        best_accuracy: Best validation accuracy so far.
+        best_epoch: Its epoch (1-based; 0 before any epoch).
+        rng: Torch's CPU (and CUDA) generator states, so random augmentation continues unchanged.
+    """
+
+    epochs_done: int
+    model: dict[str, Any]
+    optimizer: dict[str, Any]
+    scheduler: dict[str, Any]
+    scaler: dict[str, Any]
+    metrics: list[dict[str, Any]]
+    best_accuracy: float
+    best_epoch: int
+    rng: dict[str, Any]
+
+
+def write_atomically(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a fsynced temporary sibling and a rename.
+
+    Raises:
+        InvalidArgumentError: The file cannot be written (the ``--out`` folder is not writable).
+    """
+    try:
+        handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:
+        raise InvalidArgumentError(f"cannot write {path}: {exc.strerror or exc}") from exc
+    try:
+        with os.fdopen(handle, "wb") as stream:
+            stream.write(data)
+            stream.flush()
+            os.fsync(stream.fileno())
+        os.replace(temporary, path)
+    except OSError as exc:
+        Path(temporary).unlink(missing_ok=True)
+        raise InvalidArgumentError(f"cannot write {path}: {exc.strerror or exc}") from exc
+
+
+def write_json(path: Path, document: Any) -> None:
+    write_atomically(path, (json.dumps(document, indent=2) + "\n").encode())
+
+
+def prepare_run_dir(out: Path, kind: str, description: dict[str, Any], *, overwrite: bool) -> None:
+    """Make ``out`` a run directory for this run, or check that it already is one.
+
+    Args:
+        out: The run directory.
+        kind: ``student`` or ``teacher``.
+        description: What makes the run what it is (its settings and inputs); JSON-able.
+        overwrite: Start over: remove the run files of whatever run ``out`` holds.
+
+    Raises:
+        InvalidArgumentError: ``out`` holds another run (or other files) and ``overwrite`` is off.
+        InvalidArgumentError: ``out`` cannot be created or written.
+    """
+    record = {"format": RUN_FORMAT, "version": FORMAT_VERSION, "kind": kind, **_normalised(description)}
+    if out.exists() and not out.is_dir():
+        raise InvalidArgumentError(f"--out {out} is a file, not a folder")
+    existing = _read_record(out / RUN_FILES.config)
+    if overwrite:
+        _remove_run_files(out)
+    elif existing is not None:
+        differences = _differences(existing, record)
+        if differences:
+            raise InvalidArgumentError(f"{out} holds a run with other settings ({'; '.join(differences)}); "
+                                       "pass --overwrite to start over there, or choose another --out")
+        return
+    elif out.is_dir() and any(out.iterdir()):
+        raise InvalidArgumentError(f"{out} is not empty and holds no softlabels run; choose another --out "
+                                   "(or pass --overwrite to write the run files there)")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InvalidArgumentError(f"cannot create --out {out}: {exc.strerror or exc}") from exc
+    write_json(out / RUN_FILES.config, record)
+
+
+def save_state(path: Path, state: TrainState) -> None:
+    """Write the resume state atomically."""
+    buffer = io.BytesIO()
+    torch.save({"format": STATE_FORMAT, "version": FORMAT_VERSION, **state.__dict__}, buffer)
+    write_atomically(path, buffer.getvalue())
+
+
+def load_state(path: Path) -> TrainState | None:
+    """Read the resume state, or None when the run has not finished an epoch yet.
+
+    Raises:
+        DataError: The file exists but is not a resume state this version reads.
+    """
+    if not path.exists():
+        return None
+    try:
+        loaded = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises many types for damaged files
+        raise DataError(f"cannot read the resume state {path} ({type(exc).__name__}); pass --overwrite to start "
+                        "over") from exc
+    if not isinstance(loaded, dict) or loaded.get("format") != STATE_FORMAT or loaded.get("version") != FORMAT_VERSION:
+        raise DataError(f"{path} is not a softlabels resume state of version {FORMAT_VERSION}; pass --overwrite to "
+                        "start over")
+    del loaded["format"], loaded["version"]
+    try:
+        return TrainState(**loaded)
+    except TypeError as exc:
+        raise DataError(f"{path} is a damaged resume state ({exc}); pass --overwrite to start over") from exc
+
+
+def _normalised(document: dict[str, Any]) -> dict[str, Any]:
+    """The document as it reads back from JSON (tuples become lists), so comparisons are like for like."""
+    normalised: dict[str, Any] = json.loads(json.dumps(document))
+    return normalised
+
+
+def _read_record(path: Path) -> dict[str, Any] | None:
+    if not path.exists():
+        return None
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise InvalidArgumentError(f"{path} is unreadable ({exc}); pass --overwrite to start over") from exc
+    if not isinstance(record, dict) or record.get("format") != RUN_FORMAT:
+        raise InvalidArgumentError(f"{path} does not describe a softlabels run; choose another --out")
+    return record
+
+
+def _differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """Name each differing setting, one level into nested sections (``config.lr``)."""
+    differences = []
+    for key in sorted(set(old) | set(new)):
+        before, after = old.get(key), new.get(key)
+        if isinstance(before, dict) and isinstance(after, dict):
+            differences += [f"{key}.{inner}: run has {before.get(inner)!r}, now {after.get(inner)!r}"
+                            for inner in sorted(set(before) | set(after)) if before.get(inner) != after.get(inner)]
+        elif before != after:
+            differences.append(f"{key}: run has {before!r}, now {after!r}")
+    return differences
+
+
+def _remove_run_files(out: Path) -> None:
+    for name in RUN_FILES.names():
+        try:
+            (out / name).unlink(missing_ok=True)
+        except OSError as exc:
+            raise InvalidArgumentError(f"cannot remove {out / name}: {exc.strerror or exc}") from exc

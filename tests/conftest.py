@@ -1,0 +1,56 @@
+"""Shared fixtures: the real datasets kept beside the checkout in ``../shared/datasets``.
+
+Tests that need one of them are skipped, not failed, when it is absent.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATASETS = REPO_ROOT.parent / "shared" / "datasets"
+MNIST_FILES = ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")
+
+
+def softlabels_cache_dir() -> Path:
+    """``$XDG_CACHE_HOME/softlabels`` (default ``~/.cache/softlabels``), for unpacked datasets."""
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "softlabels"
+
+
+@pytest.fixture(scope="session")
+def shared_datasets() -> Path:
+    """The ``../shared/datasets`` folder (which may be missing; see the fixtures below)."""
+    return SHARED_DATASETS
+
+
+@pytest.fixture(scope="session")
+def cifar10_root() -> Path:
+    """CIFAR-10 as an image folder (``train/``, ``test/``), unpacked once into the cache."""
+    archive = SHARED_DATASETS / "cifar10-jpeg.tar.gz"
+    if not archive.is_file():
+        pytest.skip(f"{archive} is absent")
+    # Imported here so that test folders that never use datasets do not pay for torch.
+    from softlabels.sources import ensure_cifar10
+
+    return ensure_cifar10(archive, softlabels_cache_dir() / "cifar10")
+
+
+@pytest.fixture(scope="session")
+def mnist_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A data root for ``torchvision:MNIST`` holding the 10,000-image test split.
+
+    The shared files sit directly in ``mnist/``; torchvision's layout is ``<root>/MNIST/raw/``,
+    so the root is a temporary folder of symlinks.
+    """
+    source = SHARED_DATASETS / "mnist"
+    if not all((source / name).is_file() for name in MNIST_FILES):
+        pytest.skip(f"MNIST files are absent from {source}")
+    root = tmp_path_factory.mktemp("mnist-root")
+    raw = root / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    for name in MNIST_FILES:
+        (raw / name).symlink_to(source / name)
+    return root

@@ -1,0 +1,132 @@
+"""``generate``: stored rows equal teacher logits / T, resume, refusals."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import zarr
+
+from softlabels.errors import StoreMismatchError, TeacherOutputError, WeightsError
+from softlabels.generate import GenerateConfig, generate
+from softlabels.sources import load_dataset, load_model
+from softlabels.store import open_store
+
+PLUGINS = Path(__file__).with_name("plugins_for_tests.py")
+
+
+def digits_config(out: Path, **overrides: object) -> GenerateConfig:
+    settings: dict[str, object] = dict(dataset="digits", teacher="cnn", random_weights=True, temperature=4.0,
+                                       out=str(out), chunk_rows=128, batch_size=100, progress=False)
+    settings.update(overrides)
+    return GenerateConfig(**settings)  # type: ignore[arg-type]
+
+
+def teacher_logits(spec: str = "cnn") -> tuple[np.ndarray, np.ndarray]:
+    source = load_dataset("digits", "train")
+    torch.manual_seed(0)
+    model = load_model(spec, num_classes=10, in_channels=1, input_size=8, random_weights=True).module.eval()
+    inputs = torch.stack([source.dataset[i][0] for i in range(len(source))])
+    targets = np.array([source.dataset[i][1] for i in range(len(source))])
+    with torch.inference_mode():
+        return model(inputs).numpy(), targets
+
+
+@pytest.mark.parametrize("dtype, tolerance", [("float32", 1e-5), ("float16", 2e-3)])
+def test_stored_rows_are_teacher_logits_over_t(tmp_path: Path, dtype: str, tolerance: float) -> None:
+    torch.manual_seed(0)
+    summary = generate(digits_config(tmp_path / "s.zarr", dtype=dtype))
+    expected, targets = teacher_logits()
+    store = open_store(tmp_path / "s.zarr")
+    stored = store.read_all()
+    np.testing.assert_allclose(stored.fields["logits"].astype(np.float32), expected / 4.0, rtol=tolerance,
+                               atol=tolerance)
+    np.testing.assert_array_equal(stored.targets, targets)
+    assert summary.num_rows == len(targets) == store.num_rows and summary.shards_written == store.layout.num_shards
+    provenance = store.provenance
+    assert provenance.temperature == 4.0 and provenance.dataset.split == "train"
+    assert provenance.teacher.num_parameters == sum(p.numel() for p in load_model(
+        "cnn", num_classes=10, in_channels=1, input_size=8, random_weights=True).module.parameters())
+    assert set(provenance.versions) >= {"softlabels", "torch", "zarr"}
+
+
+def test_plain_zarr_reads_a_generated_store(tmp_path: Path) -> None:
+    generate(digits_config(tmp_path / "s.zarr"))
+    group = zarr.open_group(str(tmp_path / "s.zarr"), mode="r")
+    assert group["logits"].shape == (1437, 10) and group["targets"].shape == (1437,)
+    assert group.attrs["softlabels"]["complete"] is True
+
+
+def test_rerun_of_complete_store_does_nothing(tmp_path: Path) -> None:
+    generate(digits_config(tmp_path / "s.zarr"))
+    again = generate(digits_config(tmp_path / "s.zarr"))
+    assert again.shards_written == 0
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"temperature": 2.0}, "temperature"),
+    ({"split": "test"}, "split"),
+    ({"teacher": "cnn-small"}, "teacher"),
+    ({"dtype": "float32"}, "format parameters"),
+])
+def test_mismatched_rerun_is_refused(tmp_path: Path, change: dict[str, object], message: str) -> None:
+    generate(digits_config(tmp_path / "s.zarr"))
+    with pytest.raises(StoreMismatchError, match=message):
+        generate(digits_config(tmp_path / "s.zarr", **change))
+    generate(digits_config(tmp_path / "s.zarr", overwrite=True, **change))
+    assert open_store(tmp_path / "s.zarr").complete
+
+
+def test_teacher_without_weights_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(WeightsError, match="random-weights"):
+        generate(digits_config(tmp_path / "s.zarr", random_weights=False))
+    assert not (tmp_path / "s.zarr").exists()
+
+
+def test_nan_outputs_name_the_samples(tmp_path: Path) -> None:
+    with pytest.raises(TeacherOutputError, match=r"NaN or Inf for samples \[\d+"):
+        generate(digits_config(tmp_path / "s.zarr", teacher=f"{PLUGINS}:nan_teacher"))
+    with pytest.raises(Exception, match="incomplete"):
+        open_store(tmp_path / "s.zarr")
+
+
+def test_wrong_output_width(tmp_path: Path) -> None:
+    with pytest.raises(TeacherOutputError, match=r"shape \(100, 3\).*10 classes"):
+        generate(digits_config(tmp_path / "s.zarr", teacher=f"{PLUGINS}:three_class_teacher"))
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+    return subprocess.Popen([sys.executable, "-c", "from softlabels.cli import main; main()", *args],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={**os.environ, **(env or {})})
+
+
+def test_resume_after_kill_equals_uninterrupted_run(tmp_path: Path) -> None:
+    args = ["generate", "--dataset", "digits", "--teacher", f"{PLUGINS}:slow_linear", "--temperature", "3",
+            "--chunk-rows", "64", "--batch-size", "32"]
+    killed = run_cli(*args, "--out", str(tmp_path / "a.zarr"), env={"SOFTLABELS_TEST_DELAY": "0.05"})
+    done_array = tmp_path / "a.zarr" / "shards_done"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        done = open_store(tmp_path / "a.zarr", allow_incomplete=True).shards_done() if done_array.exists() else []
+        if sum(done) >= 3:
+            break
+        time.sleep(0.05)
+    killed.send_signal(signal.SIGKILL)
+    killed.wait()
+    partial = open_store(tmp_path / "a.zarr", allow_incomplete=True)
+    assert 3 <= partial.shards_done().sum() < partial.layout.num_shards, "the kill must land mid-run"
+
+    for out in ("a.zarr", "b.zarr"):
+        finished = run_cli(*args, "--out", str(tmp_path / out))
+        _, err = finished.communicate(timeout=120)
+        assert finished.returncode == 0, err.decode()
+    resumed, fresh = open_store(tmp_path / "a.zarr").read_all(), open_store(tmp_path / "b.zarr").read_all()
+    np.testing.assert_array_equal(resumed.fields["logits"], fresh.fields["logits"])
+    np.testing.assert_array_equal(resumed.targets, fresh.targets)

@@ -1,0 +1,91 @@
+"""The command line of ``generate`` and ``info``: one-line errors, exit codes, fast help."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from softlabels.cli import cli
+from softlabels.cli.commands import store_commands  # noqa: F401  (attaches the commands)
+
+PLUGINS = Path(__file__).parent / "generate" / "plugins_for_tests.py"
+
+
+def softlabels(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-c", "from softlabels.cli import main; main()", *args],
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_help_does_not_import_torch() -> None:
+    code = ("import sys; from click.testing import CliRunner; from softlabels.cli import main, cli; "
+            "import softlabels.cli.commands; r = CliRunner().invoke(cli, ['generate', '--help']); "
+            "assert r.exit_code == 0, r.output; print('torch' in sys.modules, 'zarr' in sys.modules)")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.split() == ["False", "False"]
+
+
+def test_generate_then_info(tmp_path: Path) -> None:
+    out = tmp_path / "s.zarr"
+    result = CliRunner().invoke(cli, ["generate", "--dataset", "digits", "--teacher", "mlp", "--random-weights",
+                                      "--temperature", "2", "--out", str(out), "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    assert "1437 samples x 10 classes" in result.output and "B/sample" in result.output
+    result = CliRunner().invoke(cli, ["info", str(out), "--json"])
+    description = json.loads(result.output)
+    assert description["complete"] and description["provenance"]["temperature"] == 2.0
+    assert "softlabels generate --dataset digits" in description["provenance"]["command"] or \
+        description["provenance"]["command"]
+    text = CliRunner().invoke(cli, ["info", str(out)]).output
+    assert "complete: 1 of 1 shards" in text and "mlp" in text
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--dataset", "nosuch", "--teacher", "mlp", "--random-weights"], "nosuch"),
+    (["--dataset", "digits", "--teacher", "nosuchnet", "--random-weights"], "nosuchnet"),
+    (["--dataset", "digits", "--teacher", "mlp"], "random-weights"),
+    (["--dataset", "digits", "--teacher", f"{PLUGINS}:three_class_teacher"], "10 classes"),
+    (["--dataset", "digits", "--teacher", f"{PLUGINS}:nan_teacher"], "NaN"),
+    (["--dataset", "digits", "--teacher", "mlp", "--random-weights", "--temperature", "0"], "temperature"),
+])
+def test_bad_input_is_one_line_error(tmp_path: Path, args: list[str], message: str) -> None:
+    if "--temperature" not in args:
+        args = [*args, "--temperature", "2"]
+    result = softlabels("generate", *args, "--out", str(tmp_path / "s.zarr"))
+    assert result.returncode == 1
+    assert result.stderr.startswith("error: ") and len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert message in result.stderr and "Traceback" not in result.stderr
+
+
+def test_unwritable_destination(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    result = softlabels("generate", "--dataset", "digits", "--teacher", "mlp", "--random-weights", "--temperature",
+                        "2", "--out", str(blocker / "s.zarr"))
+    assert result.returncode == 1 and "cannot write a store" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_unreadable_image_names_the_file(tmp_path: Path) -> None:
+    from PIL import Image
+
+    for label in ("a", "b"):
+        folder = tmp_path / "images" / "train" / label
+        folder.mkdir(parents=True)
+        for i in range(3):
+            Image.new("RGB", (8, 8), (i * 40, 0, 0)).save(folder / f"{i}.png")
+    (tmp_path / "images" / "train" / "b" / "1.png").write_bytes(b"not an image")
+    for workers in ("0", "2"):
+        result = softlabels("generate", "--dataset", f"imagefolder:{tmp_path / 'images'}", "--teacher", "mlp",
+                            "--random-weights", "--temperature", "2", "--num-workers", workers,
+                            "--out", str(tmp_path / f"s{workers}.zarr"))
+        assert result.returncode == 1 and "1.png" in result.stderr, result.stderr
+        assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr
+
+
+def test_info_on_missing_store(tmp_path: Path) -> None:
+    result = softlabels("info", str(tmp_path / "nothing.zarr"))
+    assert result.returncode == 1 and result.stderr.startswith("error: no label store")
