@@ -16,6 +16,13 @@ _LAZY = {
     "GenerateConfig": "softlabels.generate",
     "open_store": "softlabels.store",
     "LabelStore": "softlabels.store",
+    "train_student": "softlabels.api",
+    "train_teacher": "softlabels.api",
+    "TrainConfig": "softlabels.student.train",
+    "TeacherConfig": "softlabels.student.train",
+    "TrainSummary": "softlabels.student.train",
+    "SoftLabelDataset": "softlabels.student.dataset",
+    "kd_loss": "softlabels.student.losses",
 }
 
 __all__ = ["__version__", *_LAZY]

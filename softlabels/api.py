@@ -6,10 +6,16 @@ Each takes either a ready config object or the same keywords as the config's fie
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from softlabels.errors import InvalidArgumentError
 
 if TYPE_CHECKING:
     from softlabels.generate import GenerateConfig, GenerateSummary
+    from softlabels.student.train import TeacherConfig, TrainConfig, TrainSummary
+
+ConfigT = TypeVar("ConfigT")
 
 
 def generate(config: GenerateConfig | None = None, /, **options: Any) -> GenerateSummary:
@@ -18,3 +24,26 @@ def generate(config: GenerateConfig | None = None, /, **options: Any) -> Generat
     from softlabels.generate import generate as run
 
     return run(config if config is not None else GenerateConfig(**options))
+
+
+def train_student(config: TrainConfig | None = None, /, **options: Any) -> TrainSummary:
+    """Train a student from a label store, or on hard labels with ``no_kd`` (see :class:`TrainConfig`)."""
+    from softlabels.student.train import TrainConfig
+    from softlabels.student.train import train_student as run
+
+    return run(_config(TrainConfig, config, options))
+
+
+def train_teacher(config: TeacherConfig | None = None, /, **options: Any) -> TrainSummary:
+    """Train a teacher with cross-entropy on a dataset (see :class:`softlabels.TeacherConfig`)."""
+    from softlabels.student.train import TeacherConfig
+    from softlabels.student.train import train_teacher as run
+
+    return run(_config(TeacherConfig, config, options))
+
+
+def _config(kind: Callable[..., ConfigT], config: ConfigT | None, options: dict[str, Any]) -> ConfigT:
+    if config is not None and options:
+        extra = ", ".join(sorted(options))
+        raise InvalidArgumentError(f"pass a config or keywords, not both (got {extra} too)")
+    return config if config is not None else kind(**options)

@@ -54,3 +54,29 @@ def mnist_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     for name in MNIST_FILES:
         (raw / name).symlink_to(source / name)
     return root
+
+
+class CommandResult:
+    """Exit code and captured streams of one in-process ``softlabels`` invocation."""
+
+    def __init__(self, exit_code: int, stdout: str, stderr: str) -> None:
+        self.exit_code, self.stdout, self.stderr = exit_code, stdout, stderr
+
+
+@pytest.fixture
+def softlabels_main(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> object:
+    """Run the console entry point (``softlabels.cli.main``) in-process, as a user's shell would."""
+    from softlabels.cli import main
+
+    def invoke(*args: str) -> CommandResult:
+        monkeypatch.setattr("sys.argv", ["softlabels", *args])
+        capsys.readouterr()
+        try:
+            main()
+            code = 0
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else 1
+        captured = capsys.readouterr()
+        return CommandResult(code, captured.out, captured.err)
+
+    return invoke

@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 from click.testing import CliRunner
@@ -14,11 +15,6 @@ from softlabels.cli import cli
 from softlabels.cli.commands import store_commands  # noqa: F401  (attaches the commands)
 
 PLUGINS = Path(__file__).parent / "generate" / "plugins_for_tests.py"
-
-
-def softlabels(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-c", "from softlabels.cli import main; main()", *args],
-                          capture_output=True, text=True, timeout=300)
 
 
 def test_help_does_not_import_torch() -> None:
@@ -52,24 +48,24 @@ def test_generate_then_info(tmp_path: Path) -> None:
     (["--dataset", "digits", "--teacher", f"{PLUGINS}:nan_teacher"], "NaN"),
     (["--dataset", "digits", "--teacher", "mlp", "--random-weights", "--temperature", "0"], "temperature"),
 ])
-def test_bad_input_is_one_line_error(tmp_path: Path, args: list[str], message: str) -> None:
+def test_bad_input_is_one_line_error(tmp_path: Path, softlabels_main: Any, args: list[str], message: str) -> None:
     if "--temperature" not in args:
         args = [*args, "--temperature", "2"]
-    result = softlabels("generate", *args, "--out", str(tmp_path / "s.zarr"))
-    assert result.returncode == 1
+    result = softlabels_main("generate", *args, "--out", str(tmp_path / "s.zarr"))
+    assert result.exit_code == 1
     assert result.stderr.startswith("error: ") and len(result.stderr.strip().splitlines()) == 1, result.stderr
     assert message in result.stderr and "Traceback" not in result.stderr
 
 
-def test_unwritable_destination(tmp_path: Path) -> None:
+def test_unwritable_destination(tmp_path: Path, softlabels_main: Any) -> None:
     blocker = tmp_path / "file"
     blocker.write_text("x")
-    result = softlabels("generate", "--dataset", "digits", "--teacher", "mlp", "--random-weights", "--temperature",
+    result = softlabels_main("generate", "--dataset", "digits", "--teacher", "mlp", "--random-weights", "--temperature",
                         "2", "--out", str(blocker / "s.zarr"))
-    assert result.returncode == 1 and "cannot write a store" in result.stderr and "Traceback" not in result.stderr
+    assert result.exit_code == 1 and "cannot write a store" in result.stderr and "Traceback" not in result.stderr
 
 
-def test_unreadable_image_names_the_file(tmp_path: Path) -> None:
+def test_unreadable_image_names_the_file(tmp_path: Path, softlabels_main: Any) -> None:
     from PIL import Image
 
     for label in ("a", "b"):
@@ -79,13 +75,13 @@ def test_unreadable_image_names_the_file(tmp_path: Path) -> None:
             Image.new("RGB", (8, 8), (i * 40, 0, 0)).save(folder / f"{i}.png")
     (tmp_path / "images" / "train" / "b" / "1.png").write_bytes(b"not an image")
     for workers in ("0", "2"):
-        result = softlabels("generate", "--dataset", f"imagefolder:{tmp_path / 'images'}", "--teacher", "mlp",
+        result = softlabels_main("generate", "--dataset", f"imagefolder:{tmp_path / 'images'}", "--teacher", "mlp",
                             "--random-weights", "--temperature", "2", "--num-workers", workers,
                             "--out", str(tmp_path / f"s{workers}.zarr"))
-        assert result.returncode == 1 and "1.png" in result.stderr, result.stderr
+        assert result.exit_code == 1 and "1.png" in result.stderr, result.stderr
         assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr
 
 
-def test_info_on_missing_store(tmp_path: Path) -> None:
-    result = softlabels("info", str(tmp_path / "nothing.zarr"))
-    assert result.returncode == 1 and result.stderr.startswith("error: no label store")
+def test_info_on_missing_store(tmp_path: Path, softlabels_main: Any) -> None:
+    result = softlabels_main("info", str(tmp_path / "nothing.zarr"))
+    assert result.exit_code == 1 and result.stderr.startswith("error: no label store")

@@ -2,3 +2,4 @@
 
 from softlabels.cli import store_commands  # noqa: F401
 from softlabels.cli import format_commands  # noqa: F401
+from softlabels.cli import student_commands  # noqa: F401

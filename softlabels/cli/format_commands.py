@@ -36,9 +36,9 @@ def convert(store: str, out: str, to: str, k: int | None, samples: int | None, s
     """Derive a compact store OUT from the full store STORE without running the teacher again."""
     from softlabels.convert import convert_store
 
-    summary = convert_store(store, out, to=to, k=k, samples=samples, seed=seed, dtype=dtype, chunk_rows=chunk_rows,
-                            chunks_per_shard=chunks_per_shard, scheduler=scheduler, workers=workers,
-                            overwrite=overwrite, progress=True, command=invocation())
+    summary = convert_store(store, out, to=to, k=k, samples=samples, seed=seed, dtype=dtype,
+                            chunk_rows=chunk_rows, chunks_per_shard=chunks_per_shard, scheduler=scheduler,
+                            workers=workers, overwrite=overwrite, progress=True, command=invocation())
     click.echo(summary.describe())
 
 

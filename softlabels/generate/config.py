@@ -8,7 +8,7 @@ from typing import Any
 
 from softlabels.errors import InvalidArgumentError
 from softlabels.runtime import check_precision
-from softlabels.store.encodings import build_encoding
+from softlabels.store.encodings import build_encoding, format_options
 
 TARGET_CHUNK_BYTES = 1 << 20
 MIN_CHUNK_ROWS = 64
@@ -72,17 +72,5 @@ def default_chunk_rows(bytes_per_row: int) -> int:
 
 
 def format_options_for(label_format: str, *, k: int | None, samples: int | None, seed: int) -> dict[str, Any]:
-    """Map the CLI's format switches onto the chosen encoding's parameters, refusing ones that do not apply."""
-    if label_format != "topk" and k is not None:
-        raise InvalidArgumentError("--k applies only to --format topk")
-    if label_format != "sampled" and samples is not None:
-        raise InvalidArgumentError("--samples applies only to --format sampled")
-    if label_format == "topk":
-        if k is None:
-            raise InvalidArgumentError("--format topk needs --k")
-        return {"k": k}
-    if label_format == "sampled":
-        if samples is None:
-            raise InvalidArgumentError("--format sampled needs --samples")
-        return {"samples": samples, "seed": seed}
-    return {}
+    """Map the CLI's format switches onto the chosen encoding's parameters, refusing misplaced ones."""
+    return format_options(label_format, k=k, samples=samples, seed=seed, option="--format")

@@ -81,7 +81,7 @@ class Encoding(ABC):
 
     @abstractmethod
     def reconstruct(self, fields: Mapping[str, np.ndarray], num_classes: int) -> np.ndarray:
-        """The teacher distribution the decoded ``fields`` stand for, as float64 ``[n, C]`` rows summing to 1."""
+        """The teacher distribution that decoded ``fields`` stand for: float64 ``[n, C]`` rows, each sum 1."""
 
     @abstractmethod
     def stored_classes(self, fields: Mapping[str, np.ndarray], num_classes: int) -> np.ndarray:
@@ -193,7 +193,8 @@ def quantize_uint8(values: np.ndarray, first_row: int = 0) -> tuple[np.ndarray, 
 def dequantize_uint8(codes: np.ndarray, scale: np.ndarray, offset: np.ndarray) -> np.ndarray:
     """Float32 values of 8-bit codes (the inverse of :func:`quantize_uint8` up to ``scale / 2``)."""
     scale32 = np.asarray(scale, dtype=np.float32)[:, None]
-    return (np.asarray(offset, dtype=np.float32)[:, None] + codes.astype(np.float32) * scale32).astype(np.float32)
+    offset32 = np.asarray(offset, dtype=np.float32)[:, None]
+    return (offset32 + codes.astype(np.float32) * scale32).astype(np.float32)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -223,20 +224,22 @@ def softmax(rows: np.ndarray) -> np.ndarray:
     shifted = np.asarray(rows, dtype=np.float64)
     shifted = shifted - shifted.max(axis=1, keepdims=True)
     weights = np.exp(shifted)
-    return weights / weights.sum(axis=1, keepdims=True)
+    probs: np.ndarray = weights / weights.sum(axis=1, keepdims=True)
+    return probs
 
 
 def logsumexp(rows: np.ndarray) -> np.ndarray:
     """Row-wise ``log(sum(exp(row)))`` in float64, without overflow."""
     wide = np.asarray(rows, dtype=np.float64)
     peak = wide.max(axis=1)
-    return peak + np.log(np.exp(wide - peak[:, None]).sum(axis=1))
+    result: np.ndarray = peak + np.log(np.exp(wide - peak[:, None]).sum(axis=1))
+    return result
 
 
 def _require_2d(scaled_logits: np.ndarray) -> np.ndarray:
     rows = np.asarray(scaled_logits, dtype=np.float32)
     if rows.ndim != 2 or rows.shape[1] < 1:
-        raise InvalidArgumentError(f"expected a [rows, classes] block of scaled logits, got shape {rows.shape}")
+        raise InvalidArgumentError(f"expected a [rows, classes] block of scaled logits, got {rows.shape}")
     return rows
 
 
@@ -406,8 +409,8 @@ class SampledEncoding(Encoding):
         # The value dtype does not apply: only class indices and counts are stored. The default
         # float16 is accepted so that a command line that leaves --dtype alone still works.
         if dtype not in (None, "float16"):
-            raise InvalidArgumentError(f"--dtype {dtype} does not apply to format sampled, which stores class "
-                                       "indices and counts only; leave --dtype out")
+            raise InvalidArgumentError(f"--dtype {dtype} does not apply to format sampled, which stores "
+                                       "class indices and counts only; leave --dtype out")
 
     def params(self) -> dict[str, Any]:
         return {"samples": self.samples, "seed": self.seed}
@@ -436,7 +439,8 @@ class SampledEncoding(Encoding):
         probs = np.zeros((len(indices), num_classes), dtype=np.float64)
         rows = np.broadcast_to(np.arange(len(indices))[:, None], indices.shape)
         np.add.at(probs, (rows, indices), counts)  # padding adds 0 to class 0
-        return probs / probs.sum(axis=1, keepdims=True)
+        empirical: np.ndarray = probs / probs.sum(axis=1, keepdims=True)
+        return empirical
 
     def stored_classes(self, fields: Mapping[str, np.ndarray], num_classes: int) -> np.ndarray:
         indices = np.asarray(fields["indices"], dtype=np.int64)
@@ -447,7 +451,8 @@ def _mix64(state: np.ndarray) -> np.ndarray:
     """The SplitMix64 output function (a bijective 64-bit mixer)."""
     state = (state ^ (state >> np.uint64(30))) * _MIX1
     state = (state ^ (state >> np.uint64(27))) * _MIX2
-    return state ^ (state >> np.uint64(31))
+    mixed: np.ndarray = state ^ (state >> np.uint64(31))
+    return mixed
 
 
 def row_uniforms(seed: int, first_row: int, num_rows: int, samples: int) -> np.ndarray:
@@ -480,7 +485,8 @@ def inverse_cdf_draws(rows: np.ndarray, uniforms: np.ndarray) -> np.ndarray:
     # Only when u * total rounds up to total does the search fall off the end; the last class
     # with positive weight then takes the draw, so a zero-probability class is never drawn.
     last_positive = rows.shape[1] - 1 - np.argmax(weights[:, ::-1] > 0, axis=1)
-    return np.minimum(low, last_positive[:, None])
+    draws: np.ndarray = np.minimum(low, last_positive[:, None])
+    return draws
 
 
 def distinct_with_counts(draws: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -533,6 +539,35 @@ def encoding_from_params(name: str, params: Mapping[str, Any]) -> Encoding:
         return factory(**params)
     except TypeError as exc:
         raise InvalidArgumentError(f"bad parameters {dict(params)} for format '{name}': {exc}") from exc
+
+
+def format_options(label_format: str, *, k: int | None, samples: int | None, seed: int,
+                   option: str = "--format") -> dict[str, Any]:
+    """Map the command line's ``--k``/``--samples``/``--seed`` onto the parameters of ``label_format``.
+
+    Args:
+        label_format: the chosen format.
+        k: ``--k`` as given (None when absent).
+        samples: ``--samples`` as given (None when absent).
+        seed: ``--seed``.
+        option: the name of the switch that chose the format, for messages (``--format``, ``--to``).
+
+    Raises:
+        InvalidArgumentError: a switch that does not apply to the format, or a missing one it needs.
+    """
+    if label_format != "topk" and k is not None:
+        raise InvalidArgumentError(f"--k applies only to {option} topk")
+    if label_format != "sampled" and samples is not None:
+        raise InvalidArgumentError(f"--samples applies only to {option} sampled")
+    if label_format == "topk":
+        if k is None:
+            raise InvalidArgumentError(f"{option} topk needs --k")
+        return {"k": k}
+    if label_format == "sampled":
+        if samples is None:
+            raise InvalidArgumentError(f"{option} sampled needs --samples")
+        return {"samples": samples, "seed": seed}
+    return {}
 
 
 def build_encoding(label_format: str, *, dtype: str = "float16", **options: Any) -> Encoding:

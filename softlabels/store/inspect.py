@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 import zarr
 
-from softlabels.errors import InvalidArgumentError, StoreMismatchError
+from softlabels.errors import InvalidArgumentError, StoreFormatError, StoreMismatchError
 from softlabels.store.encodings import Encoding
 from softlabels.store.reader import LabelStore, open_store
 
@@ -70,8 +70,9 @@ def inspect_store(location: str | os.PathLike[str], reference: str | os.PathLike
         reference_fields = full.read_rows(start, stop).fields if full is not None else None
         for begin in range(0, stop - start, step):
             rows = slice(begin, begin + step)
-            reference_probs = (None if full is None or reference_fields is None
-                               else full.encoding.reconstruct(_rows_of(reference_fields, rows), full.num_classes))
+            reference_probs = (
+                None if full is None or reference_fields is None
+                else full.encoding.reconstruct(_rows_of(reference_fields, rows), full.num_classes))
             totals.add(store.encoding, _rows_of(chunk.fields, rows), store.num_classes, chunk.targets[rows],
                        reference_probs)
     return {
@@ -120,8 +121,8 @@ def _blocks(store: LabelStore, full: LabelStore | None) -> list[tuple[int, int]]
 
 
 def _size(store: LabelStore) -> dict[str, Any]:
-    group = zarr.open_group(store.location, mode="r")
-    label_bytes = sum(int(group[spec.name].nbytes_stored()) for spec in store.encoding.fields(store.num_classes))
+    label_arrays = [spec.name for spec in store.encoding.fields(store.num_classes)]
+    label_bytes = stored_bytes(store.location, label_arrays)
     total = store.bytes_on_disk()
     rows = max(1, store.num_rows)
     fp32 = FP32_BYTES * store.num_classes
@@ -133,6 +134,18 @@ def _size(store: LabelStore) -> dict[str, Any]:
         "fp32_full_bytes_per_sample": fp32,
         "compression_ratio": fp32 / label_per_sample if label_per_sample > 0 else None,
     }
+
+
+def stored_bytes(location: str, arrays: list[str]) -> int:
+    """Bytes the named arrays of the Zarr group at ``location`` occupy (compressed, with metadata)."""
+    group = zarr.open_group(location, mode="r")
+    total = 0
+    for name in arrays:
+        array = group[name]
+        if not isinstance(array, zarr.Array):
+            raise StoreFormatError(f"{location}/{name} is a group, not an array; the store is damaged")
+        total += int(array.nbytes_stored())
+    return total
 
 
 @dataclass
@@ -182,18 +195,21 @@ class _Totals:
         rows = max(1, self.rows)
         gaps = np.abs(self.bin_correct - self.bin_confidence)  # per bin: rows * |accuracy - confidence|
         return {"accuracy": self.correct / rows, "mean_entropy": self.entropy / rows,
-                "mean_confidence": self.confidence / rows, "ece": float(gaps.sum()) / rows, "ece_bins": self.bins}
+                "mean_confidence": self.confidence / rows, "ece": float(gaps.sum()) / rows,
+                "ece_bins": self.bins}
 
     def fidelity(self) -> dict[str, Any]:
         rows = max(1, self.rows)
-        return {"mean_kl": self.kl / rows if math.isfinite(self.kl) else None, "top1_agreement": self.agree / rows,
-                "kept_mass": self.kept_mass / rows, "total_variation": self.total_variation / rows}
+        return {"mean_kl": self.kl / rows if math.isfinite(self.kl) else None,
+                "top1_agreement": self.agree / rows, "kept_mass": self.kept_mass / rows,
+                "total_variation": self.total_variation / rows}
 
 
 def entropy(probs: np.ndarray) -> np.ndarray:
     """Row entropies in nats (``0 log 0 = 0``)."""
     safe = np.where(probs > 0, probs, 1.0)
-    return -(probs * np.log(safe)).sum(axis=1)
+    result: np.ndarray = -(probs * np.log(safe)).sum(axis=1)
+    return result
 
 
 def kl_divergence(p: np.ndarray, q: np.ndarray) -> np.ndarray:
@@ -201,7 +217,8 @@ def kl_divergence(p: np.ndarray, q: np.ndarray) -> np.ndarray:
     positive = p > 0
     with np.errstate(divide="ignore"):
         log_ratio = np.log(np.where(positive, p, 1.0)) - np.log(np.where(positive, q, 1.0))
-    return np.where(positive, p * log_ratio, 0.0).sum(axis=1)
+    result: np.ndarray = np.where(positive, p * log_ratio, 0.0).sum(axis=1)
+    return result
 
 
 def format_inspection(report: dict[str, Any]) -> str:
@@ -211,23 +228,26 @@ def format_inspection(report: dict[str, Any]) -> str:
     ratio = size["compression_ratio"]
     lines = [
         f"store        {report['location']}",
-        f"format       {report['encoding']} {report['encoding_params']}, temperature {report['temperature']}, "
-        f"{report['num_rows']} samples x {report['num_classes']} classes",
+        f"format       {report['encoding']} {report['encoding_params']}, "
+        f"temperature {report['temperature']}, {report['num_rows']} samples x {report['num_classes']} "
+        "classes",
         f"size         {'unknown' if on_disk is None else f'{on_disk:.1f}'} B/sample on disk; labels "
         f"{size['label_bytes_per_sample']:.1f} B/sample ({size['uncompressed_label_bytes_per_sample']} "
         f"uncompressed)",
         f"compression  {'n/a' if ratio is None else f'{ratio:.1f}x'} smaller than float32 full logits "
         f"({size['fp32_full_bytes_per_sample']} B/sample)",
         f"teacher      accuracy {teacher['accuracy']:.2%}, mean entropy {teacher['mean_entropy']:.4f} nats, "
-        f"mean confidence {teacher['mean_confidence']:.4f}, ECE {teacher['ece']:.4f} ({teacher['ece_bins']} bins)",
+        f"mean confidence {teacher['mean_confidence']:.4f}, "
+        f"ECE {teacher['ece']:.4f} ({teacher['ece_bins']} bins)",
     ]
     fidelity = report["reference"]
     if fidelity is not None:
         kl = "infinite" if fidelity["mean_kl"] is None else f"{fidelity['mean_kl']:.6f} nats"
         lines += [
             f"reference    {fidelity['location']}",
-            f"fidelity     mean KL(full || reconstructed) {kl}, top-1 agreement {fidelity['top1_agreement']:.2%}, "
-            f"kept mass {fidelity['kept_mass']:.4f}, total variation {fidelity['total_variation']:.4f}",
+            f"fidelity     mean KL(full || reconstructed) {kl}, "
+            f"top-1 agreement {fidelity['top1_agreement']:.2%}, kept mass {fidelity['kept_mass']:.4f}, "
+            f"total variation {fidelity['total_variation']:.4f}",
         ]
     if report["note"]:
         lines.append(f"note         {report['note']}")

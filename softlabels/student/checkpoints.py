@@ -8,10 +8,13 @@ reader (or a resumed run) sees either the old or the new file, never half of one
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import io
 import json
 import os
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,9 +23,20 @@ import torch
 
 from softlabels.errors import DataError, InvalidArgumentError
 
-__all__ = ["RUN_FILES", "RunFiles", "TrainState", "load_state", "prepare_run_dir", "save_state", "write_atomically",
-           "write_json"]
+__all__ = [
+    "LOCK_NAME",
+    "RUN_FILES",
+    "RunFiles",
+    "TrainState",
+    "load_state",
+    "locked_run_dir",
+    "prepare_run_dir",
+    "save_state",
+    "write_atomically",
+    "write_json",
+]
 
+LOCK_NAME = ".lock"
 RUN_FORMAT = "softlabels.run"
 STATE_FORMAT = "softlabels.train-state"
 FORMAT_VERSION = 1
@@ -98,38 +112,63 @@ def write_json(path: Path, document: Any) -> None:
     write_atomically(path, (json.dumps(document, indent=2) + "\n").encode())
 
 
+@contextlib.contextmanager
+def locked_run_dir(out: Path) -> Iterator[None]:
+    """Create ``out`` if needed and hold its lock, so that two processes never write one run.
+
+    The lock is an advisory ``flock`` on ``out/.lock``; the system drops it when the process
+    ends, however it ends, so a killed run never leaves ``out`` locked.
+
+    Raises:
+        InvalidArgumentError: ``out`` is a file or cannot be created, or another process holds it.
+    """
+    if out.exists() and not out.is_dir():
+        raise InvalidArgumentError(f"--out {out} is a file, not a folder")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        handle = open(out / LOCK_NAME, "a")  # noqa: SIM115  (held open for the whole run)
+    except OSError as exc:
+        raise InvalidArgumentError(f"cannot create --out {out}: {exc.strerror or exc}") from exc
+    with handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError as exc:
+            raise InvalidArgumentError(
+                f"another softlabels run is writing to {out}; wait for it or choose another --out"
+            ) from exc
+        yield
+
+
 def prepare_run_dir(out: Path, kind: str, description: dict[str, Any], *, overwrite: bool) -> None:
-    """Make ``out`` a run directory for this run, or check that it already is one.
+    """Make the (locked) folder ``out`` a run directory for this run, or check that it already is one.
 
     Args:
-        out: The run directory.
+        out: The run directory, held with :func:`locked_run_dir`.
         kind: ``student`` or ``teacher``.
         description: What makes the run what it is (its settings and inputs); JSON-able.
         overwrite: Start over: remove the run files of whatever run ``out`` holds.
 
     Raises:
-        InvalidArgumentError: ``out`` holds another run (or other files) and ``overwrite`` is off.
-        InvalidArgumentError: ``out`` cannot be created or written.
+        InvalidArgumentError: ``out`` holds another run (or other files) and ``overwrite`` is off,
+            or it cannot be written.
     """
     record = {"format": RUN_FORMAT, "version": FORMAT_VERSION, "kind": kind, **_normalised(description)}
-    if out.exists() and not out.is_dir():
-        raise InvalidArgumentError(f"--out {out} is a file, not a folder")
-    existing = _read_record(out / RUN_FILES.config)
+    _remove_stale_temporaries(out)
     if overwrite:
         _remove_run_files(out)
-    elif existing is not None:
-        differences = _differences(existing, record)
+    elif (out / RUN_FILES.config).exists():
+        differences = _differences(_read_record(out / RUN_FILES.config), record)
         if differences:
-            raise InvalidArgumentError(f"{out} holds a run with other settings ({'; '.join(differences)}); "
-                                       "pass --overwrite to start over there, or choose another --out")
+            raise InvalidArgumentError(
+                f"{out} holds a run with other settings ({'; '.join(differences)}); "
+                "pass --overwrite to start over there, or choose another --out"
+            )
         return
-    elif out.is_dir() and any(out.iterdir()):
-        raise InvalidArgumentError(f"{out} is not empty and holds no softlabels run; choose another --out "
-                                   "(or pass --overwrite to write the run files there)")
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise InvalidArgumentError(f"cannot create --out {out}: {exc.strerror or exc}") from exc
+    elif any(entry.name != LOCK_NAME for entry in out.iterdir()):
+        raise InvalidArgumentError(
+            f"{out} is not empty and holds no softlabels run; choose another --out "
+            "(or pass --overwrite to write the run files there)"
+        )
     write_json(out / RUN_FILES.config, record)
 
 
@@ -151,11 +190,18 @@ def load_state(path: Path) -> TrainState | None:
     try:
         loaded = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for damaged files
-        raise DataError(f"cannot read the resume state {path} ({type(exc).__name__}); pass --overwrite to start "
-                        "over") from exc
-    if not isinstance(loaded, dict) or loaded.get("format") != STATE_FORMAT or loaded.get("version") != FORMAT_VERSION:
-        raise DataError(f"{path} is not a softlabels resume state of version {FORMAT_VERSION}; pass --overwrite to "
-                        "start over")
+        raise DataError(
+            f"cannot read the resume state {path} ({type(exc).__name__}); pass --overwrite to start over"
+        ) from exc
+    if (
+        not isinstance(loaded, dict)
+        or loaded.get("format") != STATE_FORMAT
+        or loaded.get("version") != FORMAT_VERSION
+    ):
+        raise DataError(
+            f"{path} is not a softlabels resume state of version {FORMAT_VERSION}; pass --overwrite to "
+            "start over"
+        )
     del loaded["format"], loaded["version"]
     try:
         return TrainState(**loaded)
@@ -169,9 +215,7 @@ def _normalised(document: dict[str, Any]) -> dict[str, Any]:
     return normalised
 
 
-def _read_record(path: Path) -> dict[str, Any] | None:
-    if not path.exists():
-        return None
+def _read_record(path: Path) -> dict[str, Any]:
     try:
         record = json.loads(path.read_text())
     except (OSError, ValueError) as exc:
@@ -187,8 +231,11 @@ def _differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     for key in sorted(set(old) | set(new)):
         before, after = old.get(key), new.get(key)
         if isinstance(before, dict) and isinstance(after, dict):
-            differences += [f"{key}.{inner}: run has {before.get(inner)!r}, now {after.get(inner)!r}"
-                            for inner in sorted(set(before) | set(after)) if before.get(inner) != after.get(inner)]
+            differences += [
+                f"{key}.{inner}: run has {before.get(inner)!r}, now {after.get(inner)!r}"
+                for inner in sorted(set(before) | set(after))
+                if before.get(inner) != after.get(inner)
+            ]
         elif before != after:
             differences.append(f"{key}: run has {before!r}, now {after!r}")
     return differences
@@ -196,7 +243,18 @@ def _differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
 
 def _remove_run_files(out: Path) -> None:
     for name in RUN_FILES.names():
-        try:
-            (out / name).unlink(missing_ok=True)
-        except OSError as exc:
-            raise InvalidArgumentError(f"cannot remove {out / name}: {exc.strerror or exc}") from exc
+        _remove(out / name)
+
+
+def _remove_stale_temporaries(out: Path) -> None:
+    """Drop temporary files of writes that a kill interrupted (we hold the lock: none is live)."""
+    for name in RUN_FILES.names():
+        for temporary in out.glob(f".{name}.*.tmp"):
+            _remove(temporary)
+
+
+def _remove(path: Path) -> None:
+    try:
+        path.unlink(missing_ok=True)
+    except OSError as exc:
+        raise InvalidArgumentError(f"cannot remove {path}: {exc.strerror or exc}") from exc

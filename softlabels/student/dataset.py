@@ -29,11 +29,18 @@ from torch.utils.data import IterableDataset, get_worker_info
 from softlabels.errors import DataError, InvalidArgumentError
 from softlabels.generate.config import default_chunk_rows
 from softlabels.sources import DatasetSource, load_dataset
-from softlabels.store import FullEncoding, LabelStore, open_store
+from softlabels.store import FullEncoding, LabelStore, StoreHeader, open_store
 from softlabels.store.encodings import Encoding
 
-__all__ = ["DEFAULT_BUFFER_CHUNKS", "DEFAULT_MEMORY_BUDGET_BYTES", "EpochPlan", "Labels", "ReadBlock", "Sample",
-           "SoftLabelDataset"]
+__all__ = [
+    "DEFAULT_BUFFER_CHUNKS",
+    "DEFAULT_MEMORY_BUDGET_BYTES",
+    "EpochPlan",
+    "Labels",
+    "ReadBlock",
+    "Sample",
+    "SoftLabelDataset",
+]
 
 DEFAULT_BUFFER_CHUNKS = 4
 DEFAULT_MEMORY_BUDGET_BYTES = 256 << 20
@@ -121,8 +128,10 @@ class EpochPlan:
         if self.whole:
             return [self._whole_block(epoch, part, num_parts)]
         own_chunks = self.chunk_order(epoch)[part::num_parts]
-        return [self._streaming_block(epoch, own_chunks[first:first + self.buffer_chunks])
-                for first in range(0, len(own_chunks), self.buffer_chunks)]
+        return [
+            self._streaming_block(epoch, own_chunks[first : first + self.buffer_chunks])
+            for first in range(0, len(own_chunks), self.buffer_chunks)
+        ]
 
     def rows(self, epoch: int, part: int = 0, num_parts: int = 1) -> RowIndex:
         """Every row reader ``part`` visits in ``epoch``, in order."""
@@ -130,8 +139,11 @@ class EpochPlan:
         return np.concatenate([block.rows for block in blocks]) if blocks else np.empty(0, dtype=np.int64)
 
     def _whole_block(self, epoch: int, part: int, num_parts: int) -> ReadBlock:
-        order = (self._rng(epoch, _ORDER_STREAM).permutation(self.num_rows) if self.shuffle
-                 else np.arange(self.num_rows))
+        order = (
+            self._rng(epoch, _ORDER_STREAM).permutation(self.num_rows)
+            if self.shuffle
+            else np.arange(self.num_rows)
+        )
         return ReadBlock(((0, self.num_rows),), order[part::num_parts].astype(np.int64))
 
     def _streaming_block(self, epoch: int, chunks: RowIndex) -> ReadBlock:
@@ -201,6 +213,8 @@ class SoftLabelDataset(IterableDataset[Sample]):
     number of DataLoader workers and ``world_size``. Each worker opens its own store handle
     and reads a disjoint share of the chunks; ``rank``/``world_size`` split the rows between
     distributed processes the same way (equalising per-rank batch counts is the caller's job).
+    Workers copy the epoch when they start, so keep ``persistent_workers=False`` (the default):
+    persistent workers would replay their first epoch's order.
 
     Args:
         labels: The label store location, or None for the store-less hard-label mode.
@@ -223,13 +237,32 @@ class SoftLabelDataset(IterableDataset[Sample]):
         IncompleteStoreError: The store has unwritten shards.
         StoreMismatchError: The store was made from other data; the message names what differs.
         InvalidArgumentError: A bad option, e.g. ``augment`` for a source that cannot augment.
+
+    Attributes:
+        source: The raw data.
+        location: The store location (None without a store).
+        header: The store's header, with its provenance (None without a store).
+        encoding: The store's row encoding (None without a store).
+        temperature: The temperature the rows were stored at (None without a store).
+        in_memory: Whether the labels fit the memory budget and are read whole.
+        plan: The chunk-aware order of every epoch.
     """
 
-    def __init__(self, labels: str | os.PathLike[str] | None, dataset: str | DatasetSource, *,
-                 split: str | None = None, data_root: str | None = None, augment: bool | None = None,
-                 shuffle: bool = True, seed: int = 0, buffer_chunks: int = DEFAULT_BUFFER_CHUNKS,
-                 memory_budget_bytes: int = DEFAULT_MEMORY_BUDGET_BYTES, rank: int = 0,
-                 world_size: int = 1) -> None:
+    def __init__(
+        self,
+        labels: str | os.PathLike[str] | None,
+        dataset: str | DatasetSource,
+        *,
+        split: str | None = None,
+        data_root: str | None = None,
+        augment: bool | None = None,
+        shuffle: bool = True,
+        seed: int = 0,
+        buffer_chunks: int = DEFAULT_BUFFER_CHUNKS,
+        memory_budget_bytes: int = DEFAULT_MEMORY_BUDGET_BYTES,
+        rank: int = 0,
+        world_size: int = 1,
+    ) -> None:
         super().__init__()
         _check_part(rank, world_size)
         if memory_budget_bytes < 0:
@@ -241,6 +274,7 @@ class SoftLabelDataset(IterableDataset[Sample]):
         self._epoch = 0
         self._process: _ProcessState | None = _ProcessState()
         if self.location is None:
+            self.header: StoreHeader | None = None
             self.encoding: Encoding | None = None
             self.temperature: float | None = None
             chunk_rows = _default_chunk_rows(self.source.num_classes)
@@ -248,13 +282,20 @@ class SoftLabelDataset(IterableDataset[Sample]):
         else:
             store = self._store()
             store.check_matches(self.source)
+            self.header = store.header
             self.encoding = store.encoding
             self.temperature = store.temperature
             chunk_rows = store.layout.chunk_rows
             label_bytes = store.encoding.bytes_per_row(store.num_classes) * store.num_rows
         self.in_memory = label_bytes <= memory_budget_bytes
-        self.plan = EpochPlan(len(self.source), chunk_rows, seed=seed, shuffle=shuffle,
-                              buffer_chunks=buffer_chunks, whole=self.in_memory)
+        self.plan = EpochPlan(
+            len(self.source),
+            chunk_rows,
+            seed=seed,
+            shuffle=shuffle,
+            buffer_chunks=buffer_chunks,
+            whole=self.in_memory,
+        )
 
     @property
     def encoding_name(self) -> str | None:
@@ -279,9 +320,8 @@ class SoftLabelDataset(IterableDataset[Sample]):
         """Samples this rank visits in the current epoch (over all of its workers)."""
         if self.plan.whole:
             return len(range(self.rank, len(self.source), self.world_size))
-        own_chunks = self.plan.chunk_order(self._epoch)[self.rank::self.world_size]
-        return sum(self.plan.chunk_bounds(int(chunk))[1] - self.plan.chunk_bounds(int(chunk))[0]
-                   for chunk in own_chunks)
+        own_chunks = self.plan.chunk_order(self._epoch)[self.rank :: self.world_size]
+        return sum(stop - start for start, stop in map(self.plan.chunk_bounds, own_chunks.tolist()))
 
     def __iter__(self) -> Iterator[Sample]:
         part, num_parts = self._reader()
@@ -297,7 +337,7 @@ class SoftLabelDataset(IterableDataset[Sample]):
         return state
 
     def _reader(self) -> tuple[int, int]:
-        """This reader's part: worker ``w`` of ``W`` on rank ``r`` of ``R`` is part ``r + R * w`` of ``R * W``.
+        """This reader's part: worker ``w`` of ``W`` on rank ``r`` of ``R`` is part ``r + R*w`` of ``R*W``.
 
         Taking ``order[r + R * w :: R * W]`` is taking ``order[r::R][w::W]``: the rank's share does
         not depend on its number of workers, and the workers split exactly that share.
@@ -329,9 +369,10 @@ class SoftLabelDataset(IterableDataset[Sample]):
                 state.all_labels = _LoadedLabels(everything.fields, everything.targets)
             return state.all_labels
         pieces = [self._store().read_rows(start, stop) for start, stop in block.ranges]
-        return _LoadedLabels({name: np.concatenate([piece.fields[name] for piece in pieces])
-                              for name in pieces[0].fields},
-                             np.concatenate([piece.targets for piece in pieces]))
+        return _LoadedLabels(
+            {name: np.concatenate([piece.fields[name] for piece in pieces]) for name in pieces[0].fields},
+            np.concatenate([piece.targets for piece in pieces]),
+        )
 
     def _sample(self, row: int, position: int, loaded: _LoadedLabels | None) -> Sample:
         image, label = self.source.dataset[row]
@@ -339,22 +380,27 @@ class SoftLabelDataset(IterableDataset[Sample]):
             return image, torch.empty(0, dtype=torch.float32), int(label)
         target = int(loaded.targets[position])
         if int(label) != target:
-            raise DataError(f"sample {row} of {self.source.spec} [{self.source.split}] has label {int(label)} but "
-                            f"the store {self.location} has {target}; the data changed since the labels were made")
+            raise DataError(
+                f"sample {row} of {self.source.spec} [{self.source.split}] has label {int(label)} but "
+                f"the store {self.location} has {target}; the data changed since the labels were made"
+            )
         return image, _label_row(loaded.fields, position, full=self.encoding_name == "full"), target
 
 
-def _resolve_source(dataset: str | DatasetSource, split: str | None, data_root: str | None,
-                    augment: bool | None) -> DatasetSource:
+def _resolve_source(
+    dataset: str | DatasetSource, split: str | None, data_root: str | None, augment: bool | None
+) -> DatasetSource:
     if isinstance(dataset, DatasetSource):
         if split is not None or data_root is not None or augment is not None:
-            raise InvalidArgumentError("split, data_root and augment belong to load_dataset; a ready DatasetSource "
-                                       "already has them")
+            raise InvalidArgumentError(
+                "split, data_root and augment belong to load_dataset; a ready DatasetSource already has them"
+            )
         return dataset
     source = load_dataset(dataset, split or "train", data_root=data_root, augment=bool(augment))
     if augment and not source.augmented:
-        raise InvalidArgumentError(f"dataset {dataset} cannot be augmented (only imagefolder: and torchvision: "
-                                   "image files can)")
+        raise InvalidArgumentError(
+            f"dataset {dataset} cannot be augmented (only imagefolder: and torchvision: image files can)"
+        )
     if len(source) == 0:
         raise DataError(f"dataset {dataset} [{source.split}] has no samples")
     return source
@@ -372,6 +418,6 @@ def _label_row(fields: Mapping[str, np.ndarray], position: int, *, full: bool) -
 
 
 def _row_tensor(row: Any) -> torch.Tensor:
-    """A copy of one row (never a view that would pin the whole block), floats as float32, integers as int64."""
+    """A copy of one row (never a view pinning the whole block): floats as float32, integers as int64."""
     array = np.asarray(row)
     return torch.from_numpy(np.array(array, dtype=np.float32 if array.dtype.kind == "f" else np.int64))
