@@ -23,7 +23,7 @@ from torch.utils.data import DataLoader
 
 from common import cifar10_root, timed, write_results
 from softlabels.generate import GenerateConfig, generate
-from softlabels.generate.config import default_chunk_rows
+from softlabels.store import default_chunk_rows
 from softlabels.generate.runner import shard_batches
 from softlabels.runtime import resolve_device
 from softlabels.sources import load_dataset, load_model

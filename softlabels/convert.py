@@ -29,7 +29,7 @@ from typing import Any
 
 from softlabels import __version__
 from softlabels.errors import InvalidArgumentError, StoreMismatchError
-from softlabels.store import Encoding, LabelStore, Layout, StoreHeader, StoreWriter, open_store
+from softlabels.store import Encoding, LabelStore, Layout, StoreHeader, StoreWriter, default_chunk_rows, open_store
 from softlabels.store.encodings import build_encoding, encoding_from_params, format_options
 
 SCHEDULERS = ("threads", "processes", "synchronous")
@@ -161,9 +161,6 @@ def _absolute(location: str) -> str:
 
 def _aligned_chunk_rows(source_chunk_rows: int, bytes_per_row: int) -> int:
     """About 1 MiB per chunk, as ``generate`` picks, but a multiple of the source's chunk rows."""
-    # Imported here: softlabels.generate loads torch, which dask's worker processes never need.
-    from softlabels.generate.config import default_chunk_rows
-
     return source_chunk_rows * max(1, default_chunk_rows(bytes_per_row) // source_chunk_rows)
 
 

@@ -9,10 +9,7 @@ from typing import Any
 from softlabels.errors import InvalidArgumentError
 from softlabels.runtime import check_precision
 from softlabels.store.encodings import build_encoding, format_options
-
-TARGET_CHUNK_BYTES = 1 << 20
-MIN_CHUNK_ROWS = 64
-MAX_CHUNK_ROWS = 16384
+from softlabels.store.schema import default_chunk_rows  # noqa: F401  (moving; remove once importers use store)
 
 
 @dataclass(frozen=True)
@@ -63,12 +60,6 @@ class GenerateConfig:
 def _require_positive(option: str, value: int) -> None:
     if value < 1:
         raise InvalidArgumentError(f"{option} must be >= 1, got {value}")
-
-
-def default_chunk_rows(bytes_per_row: int) -> int:
-    """A power of two of rows so one chunk holds about 1 MiB uncompressed, within sane bounds."""
-    rows = max(1, TARGET_CHUNK_BYTES // max(1, bytes_per_row))
-    return max(MIN_CHUNK_ROWS, min(MAX_CHUNK_ROWS, 1 << (rows.bit_length() - 1)))
 
 
 def format_options_for(label_format: str, *, k: int | None, samples: int | None, seed: int) -> dict[str, Any]:

@@ -18,11 +18,15 @@ from torch.utils.data import DataLoader
 from softlabels import __version__
 from softlabels.errors import InvalidArgumentError, TeacherOutputError
 from softlabels.generate.background import BackgroundWriter, PendingBatch
-from softlabels.generate.config import GenerateConfig, default_chunk_rows
+from softlabels.generate.config import GenerateConfig
 from softlabels.runtime import autocast, resolve_device
-from softlabels.sources import DatasetSource, ModelSource, load_dataset, load_model
-from softlabels.store import DatasetInfo, Encoding, Layout, Provenance, StoreHeader, StoreWriter, TeacherInfo
+from softlabels.sources import DatasetSource, ModelSource, load_dataset, load_model, parameters_sha256
+from softlabels.store import DatasetInfo, Encoding, Layout, Provenance, StoreHeader, StoreWriter, TeacherInfo, \
+    default_chunk_rows
 from softlabels.store.encodings import build_encoding
+
+
+RANDOM_TEACHER_SEED = 0
 
 
 @dataclass(frozen=True)
@@ -60,9 +64,7 @@ def generate(config: GenerateConfig) -> GenerateSummary:
     source = load_dataset(config.dataset, config.split, data_root=config.data_root)
     if len(source) == 0:
         raise InvalidArgumentError(f"dataset {config.dataset} [{config.split}] has no samples")
-    teacher = load_model(config.teacher, num_classes=source.num_classes, in_channels=source.in_channels,
-                         input_size=source.input_shape[-1], weights=config.teacher_weights,
-                         random_weights=config.random_weights, role="teacher")
+    teacher = _load_teacher(config, source)
     encoding = build_encoding(config.label_format, dtype=config.dtype, **config.format_options)
     header = _new_header(config, source, teacher, encoding)
     writer = StoreWriter.open(config.out, header, encoding, overwrite=config.overwrite)
@@ -75,6 +77,15 @@ def generate(config: GenerateConfig) -> GenerateSummary:
                            header.layout.num_shards, len(pending), size, time.perf_counter() - started)
 
 
+def _load_teacher(config: GenerateConfig, source: DatasetSource) -> ModelSource:
+    # A fixed seed makes a --random-weights teacher the same on every run, so a resumed run's shards match.
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(RANDOM_TEACHER_SEED)
+        return load_model(config.teacher, num_classes=source.num_classes, in_channels=source.in_channels,
+                          input_size=source.input_shape[-1], weights=config.teacher_weights,
+                          random_weights=config.random_weights, role="teacher")
+
+
 def _new_header(config: GenerateConfig, source: DatasetSource, teacher: ModelSource,
                 encoding: Encoding) -> StoreHeader:
     chunk_rows = config.chunk_rows or default_chunk_rows(encoding.bytes_per_row(source.num_classes))
@@ -82,7 +93,8 @@ def _new_header(config: GenerateConfig, source: DatasetSource, teacher: ModelSou
                     num_classes=source.num_classes, chunk_rows=chunk_rows,
                     shard_rows=chunk_rows * config.chunks_per_shard)
     provenance = Provenance(
-        teacher=TeacherInfo(teacher.spec, teacher.num_parameters, teacher.weights_sha256, teacher.weights_path),
+        teacher=TeacherInfo(teacher.spec, teacher.num_parameters, teacher.weights_sha256, teacher.weights_path,
+                            parameters_sha256(teacher.module)),
         dataset=DatasetInfo(source.spec, source.split, len(source), source.num_classes, tuple(source.class_names),
                             source.fingerprint),
         temperature=float(config.temperature), precision=config.precision,

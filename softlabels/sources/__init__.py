@@ -6,7 +6,7 @@ Model specs (:func:`load_model`, :func:`build_model`): the built-ins in :data:`B
 torchvision classification names (``resnet18``) and the same two plug-in forms.
 """
 
-from softlabels.sources.checkpoints import read_weights, save_checkpoint
+from softlabels.sources.checkpoints import parameters_sha256, read_weights, save_checkpoint
 from softlabels.sources.datasets import DatasetSource, ensure_cifar10, load_dataset
 from softlabels.sources.models import BUILTIN_MODELS, ModelSource, build_model, count_parameters, load_model
 from softlabels.sources.plugins import load_callable
@@ -21,6 +21,7 @@ __all__ = [
     "load_callable",
     "load_dataset",
     "load_model",
+    "parameters_sha256",
     "read_weights",
     "save_checkpoint",
 ]

@@ -203,3 +203,13 @@ def _write_atomically(path: Path, data: bytes) -> None:
     except OSError as exc:
         Path(temporary).unlink(missing_ok=True)
         raise WeightsError(f"cannot write checkpoint '{path}': {exc.strerror or first_line(exc)}") from exc
+
+
+def parameters_sha256(module: torch.nn.Module) -> str:
+    """sha256 over the module's state (names, dtypes, shapes and values), wherever the weights came from."""
+    digest = hashlib.sha256()
+    for name, tensor in module.state_dict().items():
+        value = tensor.detach().cpu().contiguous()
+        digest.update(f"{name}|{value.dtype}|{tuple(value.shape)}|".encode())
+        digest.update(value.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()

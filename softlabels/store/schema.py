@@ -17,6 +17,15 @@ FORMAT_VERSION = 1
 ATTRIBUTE_KEY = "softlabels"
 TARGETS_ARRAY = "targets"
 SHARDS_DONE_ARRAY = "shards_done"
+TARGET_CHUNK_BYTES = 1 << 20
+MIN_CHUNK_ROWS = 64
+MAX_CHUNK_ROWS = 16384
+
+
+def default_chunk_rows(bytes_per_row: int) -> int:
+    """A power of two of rows so one chunk holds about 1 MiB uncompressed, within sane bounds."""
+    rows = max(1, TARGET_CHUNK_BYTES // max(1, bytes_per_row))
+    return max(MIN_CHUNK_ROWS, min(MAX_CHUNK_ROWS, 1 << (rows.bit_length() - 1)))
 
 
 @dataclass(frozen=True)
@@ -27,6 +36,7 @@ class TeacherInfo:
     num_parameters: int
     weights_sha256: str | None
     weights_path: str | None
+    parameters_sha256: str | None = None  # of the weights in memory: also covers random and plug-in teachers
 
 
 @dataclass(frozen=True)
@@ -103,6 +113,7 @@ class StoreHeader:
         return {
             "teacher": teacher.spec,
             "teacher weights sha256": teacher.weights_sha256,
+            "teacher parameters sha256": teacher.parameters_sha256,
             "dataset": dataset.spec,
             "split": dataset.split,
             "dataset fingerprint": dataset.fingerprint,

@@ -130,3 +130,12 @@ def test_resume_after_kill_equals_uninterrupted_run(tmp_path: Path) -> None:
     resumed, fresh = open_store(tmp_path / "a.zarr").read_all(), open_store(tmp_path / "b.zarr").read_all()
     np.testing.assert_array_equal(resumed.fields["logits"], fresh.fields["logits"])
     np.testing.assert_array_equal(resumed.targets, fresh.targets)
+
+
+def test_random_weights_teacher_is_the_same_on_every_run(tmp_path: Path) -> None:
+    # A resumed --random-weights run must compute its missing shards with the very same teacher.
+    for name in ("a.zarr", "b.zarr"):
+        generate(digits_config(tmp_path / name, teacher="cnn-small"))
+    first, second = open_store(tmp_path / "a.zarr"), open_store(tmp_path / "b.zarr")
+    np.testing.assert_array_equal(first.read_all().fields["logits"], second.read_all().fields["logits"])
+    assert first.provenance.teacher.parameters_sha256 == second.provenance.teacher.parameters_sha256 is not None

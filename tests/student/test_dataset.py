@@ -16,7 +16,7 @@ from student_helpers import row_coded_logits, write_store
 from torch.utils.data import DataLoader
 
 from softlabels.errors import DataError, IncompleteStoreError, InvalidArgumentError, StoreMismatchError
-from softlabels.generate.config import default_chunk_rows
+from softlabels.store import default_chunk_rows
 from softlabels.sources import DatasetSource, load_dataset
 from softlabels.store import FullEncoding, LabelStore, open_store
 from softlabels.store.encodings import SampledEncoding, TopKEncoding

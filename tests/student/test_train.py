@@ -68,6 +68,7 @@ def test_student_run_writes_every_output(tmp_path: Path, store: Path) -> None:
         "best.pt",
         "final.pt",
         "summary.json",
+        ".lock",
     }
     metrics = json.loads((run / "metrics.json").read_text())
     assert [row["epoch"] for row in metrics] == [1, 2, 3]
