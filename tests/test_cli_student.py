@@ -15,11 +15,8 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from softlabels.cli import (
-    cli,
-    main,
-    student_commands,  # noqa: F401  (attaches the commands)
-)
+import softlabels.cli.commands  # noqa: F401  (attaches every command)
+from softlabels.cli import cli, main
 from softlabels.sources import read_weights
 from softlabels.student.train import TrainConfig, train_student
 

@@ -27,9 +27,8 @@ import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
 from softlabels.errors import DataError, InvalidArgumentError
-from softlabels.generate.config import default_chunk_rows
 from softlabels.sources import DatasetSource, load_dataset
-from softlabels.store import FullEncoding, LabelStore, StoreHeader, open_store
+from softlabels.store import FullEncoding, LabelStore, StoreHeader, default_chunk_rows, open_store
 from softlabels.store.encodings import Encoding
 
 __all__ = [

@@ -16,9 +16,8 @@ from student_helpers import row_coded_logits, write_store
 from torch.utils.data import DataLoader
 
 from softlabels.errors import DataError, IncompleteStoreError, InvalidArgumentError, StoreMismatchError
-from softlabels.store import default_chunk_rows
 from softlabels.sources import DatasetSource, load_dataset
-from softlabels.store import FullEncoding, LabelStore, open_store
+from softlabels.store import FullEncoding, LabelStore, default_chunk_rows, open_store
 from softlabels.store.encodings import SampledEncoding, TopKEncoding
 from softlabels.student.dataset import EpochPlan, SoftLabelDataset
 
