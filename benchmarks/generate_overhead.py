@@ -22,9 +22,9 @@ import torch
 from torch.utils.data import DataLoader
 
 from common import cifar10_root, timed, write_results
-from softlabels.generate import GenerateConfig, generate
+from softlabels.generation import GenerateConfig, generate
 from softlabels.store import default_chunk_rows
-from softlabels.generate.runner import shard_batches
+from softlabels.generation.runner import shard_batches
 from softlabels.runtime import resolve_device
 from softlabels.sources import load_dataset, load_model
 from softlabels.store import FullEncoding, StoreHeader, StoreWriter, open_store

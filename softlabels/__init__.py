@@ -13,7 +13,7 @@ __version__ = "0.1.0"
 
 _LAZY = {
     "generate": "softlabels.api",
-    "GenerateConfig": "softlabels.generate",
+    "GenerateConfig": "softlabels.generation",
     "open_store": "softlabels.store",
     "LabelStore": "softlabels.store",
     "train_student": "softlabels.api",

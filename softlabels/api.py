@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from softlabels.errors import InvalidArgumentError
 
 if TYPE_CHECKING:
-    from softlabels.generate import GenerateConfig, GenerateSummary
+    from softlabels.generation import GenerateConfig, GenerateSummary
     from softlabels.student.train import TeacherConfig, TrainConfig, TrainSummary
 
 ConfigT = TypeVar("ConfigT")
@@ -20,8 +20,8 @@ ConfigT = TypeVar("ConfigT")
 
 def generate(config: GenerateConfig | None = None, /, **options: Any) -> GenerateSummary:
     """Run a teacher over a dataset into a label store (see :class:`softlabels.GenerateConfig`)."""
-    from softlabels.generate import GenerateConfig
-    from softlabels.generate import generate as run
+    from softlabels.generation import GenerateConfig
+    from softlabels.generation import generate as run
 
     return run(config if config is not None else GenerateConfig(**options))
 

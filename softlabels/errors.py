@@ -63,5 +63,9 @@ class TeacherOutputError(SoftLabelsError, ValueError):
     """The teacher produced outputs that cannot be stored (NaN/Inf, wrong width)."""
 
 
+class RunDirectoryError(SoftLabelsError, OSError):
+    """A training run folder is locked, foreign, made with another configuration, or damaged."""
+
+
 class PipelineError(SoftLabelsError, ValueError):
     """A pipeline file is missing, malformed or invalid."""

@@ -14,7 +14,7 @@ from click.testing import CliRunner
 from softlabels.cli import cli
 from softlabels.cli.commands import store_commands  # noqa: F401  (attaches the commands)
 
-PLUGINS = Path(__file__).parent / "generate" / "plugins_for_tests.py"
+PLUGINS = Path(__file__).parent / "generation" / "plugins_for_tests.py"
 
 
 def test_help_does_not_import_torch() -> None:
@@ -25,17 +25,16 @@ def test_help_does_not_import_torch() -> None:
     assert result.stdout.split() == ["False", "False"]
 
 
-def test_generate_then_info(tmp_path: Path) -> None:
+def test_generate_then_info(tmp_path: Path, softlabels_main: Any) -> None:
     out = tmp_path / "s.zarr"
-    result = CliRunner().invoke(cli, ["generate", "--dataset", "digits", "--teacher", "mlp", "--random-weights",
-                                      "--temperature", "2", "--out", str(out), "--device", "cpu"])
-    assert result.exit_code == 0, result.output
-    assert "1437 samples x 10 classes" in result.output and "B/sample" in result.output
-    result = CliRunner().invoke(cli, ["info", str(out), "--json"])
-    description = json.loads(result.output)
+    result = softlabels_main("generate", "--dataset", "digits", "--teacher", "mlp", "--random-weights",
+                             "--temperature", "2", "--out", str(out), "--device", "cpu")
+    assert result.exit_code == 0, result.stderr
+    assert "1437 samples x 10 classes" in result.stdout and "B/sample" in result.stdout
+    result = softlabels_main("info", str(out), "--json")
+    description = json.loads(result.stdout)
     assert description["complete"] and description["provenance"]["temperature"] == 2.0
-    assert "softlabels generate --dataset digits" in description["provenance"]["command"] or \
-        description["provenance"]["command"]
+    assert description["provenance"]["command"].startswith("softlabels generate --dataset digits --teacher mlp")
     text = CliRunner().invoke(cli, ["info", str(out)]).output
     assert "complete: 1 of 1 shards" in text and "mlp" in text
 

@@ -15,7 +15,7 @@ import zarr
 import softlabels.convert as convert_module
 from softlabels.convert import convert_store
 from softlabels.errors import IncompleteStoreError, InvalidArgumentError, StoreMismatchError, UnknownNameError
-from softlabels.generate import GenerateConfig, generate
+from softlabels.generation import GenerateConfig, generate
 from softlabels.sources import build_model, save_checkpoint
 from softlabels.store import open_store, read_header
 from softlabels.store.schema import ATTRIBUTE_KEY, SHARDS_DONE_ARRAY

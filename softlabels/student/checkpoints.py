@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 
-from softlabels.errors import DataError, InvalidArgumentError
+from softlabels.errors import RunDirectoryError
 
 __all__ = [
     "LOCK_NAME",
@@ -91,12 +91,12 @@ def write_atomically(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` through a fsynced temporary sibling and a rename.
 
     Raises:
-        InvalidArgumentError: The file cannot be written (the ``--out`` folder is not writable).
+        RunDirectoryError: The file cannot be written (the ``--out`` folder is not writable).
     """
     try:
         handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     except OSError as exc:
-        raise InvalidArgumentError(f"cannot write {path}: {exc.strerror or exc}") from exc
+        raise RunDirectoryError(f"cannot write {path}: {exc.strerror or exc}") from exc
     try:
         with os.fdopen(handle, "wb") as stream:
             stream.write(data)
@@ -105,7 +105,7 @@ def write_atomically(path: Path, data: bytes) -> None:
         os.replace(temporary, path)
     except OSError as exc:
         Path(temporary).unlink(missing_ok=True)
-        raise InvalidArgumentError(f"cannot write {path}: {exc.strerror or exc}") from exc
+        raise RunDirectoryError(f"cannot write {path}: {exc.strerror or exc}") from exc
 
 
 def write_json(path: Path, document: Any) -> None:
@@ -120,20 +120,20 @@ def locked_run_dir(out: Path) -> Iterator[None]:
     ends, however it ends, so a killed run never leaves ``out`` locked.
 
     Raises:
-        InvalidArgumentError: ``out`` is a file or cannot be created, or another process holds it.
+        RunDirectoryError: ``out`` is a file or cannot be created, or another process holds it.
     """
     if out.exists() and not out.is_dir():
-        raise InvalidArgumentError(f"--out {out} is a file, not a folder")
+        raise RunDirectoryError(f"--out {out} is a file, not a folder")
     try:
         out.mkdir(parents=True, exist_ok=True)
         handle = open(out / LOCK_NAME, "a")  # noqa: SIM115  (held open for the whole run)
     except OSError as exc:
-        raise InvalidArgumentError(f"cannot create --out {out}: {exc.strerror or exc}") from exc
+        raise RunDirectoryError(f"cannot create --out {out}: {exc.strerror or exc}") from exc
     with handle:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError as exc:
-            raise InvalidArgumentError(
+            raise RunDirectoryError(
                 f"another softlabels run is writing to {out}; wait for it or choose another --out"
             ) from exc
         yield
@@ -149,7 +149,7 @@ def prepare_run_dir(out: Path, kind: str, description: dict[str, Any], *, overwr
         overwrite: Start over: remove the run files of whatever run ``out`` holds.
 
     Raises:
-        InvalidArgumentError: ``out`` holds another run (or other files) and ``overwrite`` is off,
+        RunDirectoryError: ``out`` holds another run (or other files) and ``overwrite`` is off,
             or it cannot be written.
     """
     record = {"format": RUN_FORMAT, "version": FORMAT_VERSION, "kind": kind, **_normalised(description)}
@@ -159,13 +159,13 @@ def prepare_run_dir(out: Path, kind: str, description: dict[str, Any], *, overwr
     elif (out / RUN_FILES.config).exists():
         differences = _differences(_read_record(out / RUN_FILES.config), record)
         if differences:
-            raise InvalidArgumentError(
+            raise RunDirectoryError(
                 f"{out} holds a run with other settings ({'; '.join(differences)}); "
                 "pass --overwrite to start over there, or choose another --out"
             )
         return
     elif any(entry.name != LOCK_NAME for entry in out.iterdir()):
-        raise InvalidArgumentError(
+        raise RunDirectoryError(
             f"{out} is not empty and holds no softlabels run; choose another --out "
             "(or pass --overwrite to write the run files there)"
         )
@@ -183,14 +183,14 @@ def load_state(path: Path) -> TrainState | None:
     """Read the resume state, or None when the run has not finished an epoch yet.
 
     Raises:
-        DataError: The file exists but is not a resume state this version reads.
+        RunDirectoryError: The file exists but is not a resume state this version reads.
     """
     if not path.exists():
         return None
     try:
         loaded = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for damaged files
-        raise DataError(
+        raise RunDirectoryError(
             f"cannot read the resume state {path} ({type(exc).__name__}); pass --overwrite to start over"
         ) from exc
     if (
@@ -198,7 +198,7 @@ def load_state(path: Path) -> TrainState | None:
         or loaded.get("format") != STATE_FORMAT
         or loaded.get("version") != FORMAT_VERSION
     ):
-        raise DataError(
+        raise RunDirectoryError(
             f"{path} is not a softlabels resume state of version {FORMAT_VERSION}; pass --overwrite to "
             "start over"
         )
@@ -206,7 +206,7 @@ def load_state(path: Path) -> TrainState | None:
     try:
         return TrainState(**loaded)
     except TypeError as exc:
-        raise DataError(f"{path} is a damaged resume state ({exc}); pass --overwrite to start over") from exc
+        raise RunDirectoryError(f"{path} is a damaged resume state ({exc}); pass --overwrite to start over") from exc
 
 
 def _normalised(document: dict[str, Any]) -> dict[str, Any]:
@@ -219,9 +219,9 @@ def _read_record(path: Path) -> dict[str, Any]:
     try:
         record = json.loads(path.read_text())
     except (OSError, ValueError) as exc:
-        raise InvalidArgumentError(f"{path} is unreadable ({exc}); pass --overwrite to start over") from exc
+        raise RunDirectoryError(f"{path} is unreadable ({exc}); pass --overwrite to start over") from exc
     if not isinstance(record, dict) or record.get("format") != RUN_FORMAT:
-        raise InvalidArgumentError(f"{path} does not describe a softlabels run; choose another --out")
+        raise RunDirectoryError(f"{path} does not describe a softlabels run; choose another --out")
     return record
 
 
@@ -257,4 +257,4 @@ def _remove(path: Path) -> None:
     try:
         path.unlink(missing_ok=True)
     except OSError as exc:
-        raise InvalidArgumentError(f"cannot remove {path}: {exc.strerror or exc}") from exc
+        raise RunDirectoryError(f"cannot remove {path}: {exc.strerror or exc}") from exc

@@ -14,7 +14,7 @@ from student_helpers import write_store
 
 import softlabels
 import softlabels.student.train as train_module
-from softlabels.errors import InvalidArgumentError, StoreMismatchError, UnknownNameError
+from softlabels.errors import InvalidArgumentError, RunDirectoryError, StoreMismatchError, UnknownNameError
 from softlabels.sources import DatasetSource, load_model, read_weights
 from softlabels.store.encodings import TopKEncoding
 from softlabels.student.checkpoints import locked_run_dir
@@ -193,7 +193,7 @@ def test_rerunning_a_finished_run_trains_nothing(tmp_path: Path, store: Path) ->
 
 def test_run_folder_of_other_settings_is_refused_unless_overwritten(tmp_path: Path, store: Path) -> None:
     train_student(student_config(tmp_path / "run", store, epochs=1))
-    with pytest.raises(InvalidArgumentError, match=r"config\.lr: run has None, now 0\.1.*--overwrite"):
+    with pytest.raises(RunDirectoryError, match=r"config\.lr: run has None, now 0\.1.*--overwrite"):
         train_student(student_config(tmp_path / "run", store, epochs=1, lr=0.1))
     summary = train_student(student_config(tmp_path / "run", store, epochs=1, lr=0.1, overwrite=True))
     assert summary.epochs_run == 1
@@ -203,7 +203,7 @@ def test_run_folder_of_other_settings_is_refused_unless_overwritten(tmp_path: Pa
 def test_foreign_folder_is_refused(tmp_path: Path, store: Path) -> None:
     (tmp_path / "run").mkdir()
     (tmp_path / "run" / "notes.txt").write_text("mine")
-    with pytest.raises(InvalidArgumentError, match="holds no softlabels run"):
+    with pytest.raises(RunDirectoryError, match="holds no softlabels run"):
         train_student(student_config(tmp_path / "run", store, epochs=1))
     assert (tmp_path / "run" / "notes.txt").read_text() == "mine"
 
@@ -211,7 +211,7 @@ def test_foreign_folder_is_refused(tmp_path: Path, store: Path) -> None:
 def test_two_processes_never_write_one_run(tmp_path: Path, store: Path) -> None:
     with (
         locked_run_dir(tmp_path / "run"),
-        pytest.raises(InvalidArgumentError, match="another softlabels run"),
+        pytest.raises(RunDirectoryError, match="another softlabels run"),
     ):
         train_student(student_config(tmp_path / "run", store, epochs=1))
     train_student(student_config(tmp_path / "run", store, epochs=1))  # the lock went with its holder

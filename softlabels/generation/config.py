@@ -9,7 +9,6 @@ from typing import Any
 from softlabels.errors import InvalidArgumentError
 from softlabels.runtime import check_precision
 from softlabels.store.encodings import build_encoding, format_options
-from softlabels.store.schema import default_chunk_rows  # noqa: F401  (moving; remove once importers use store)
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ import torch
 import zarr
 
 from softlabels.errors import StoreMismatchError, TeacherOutputError, WeightsError
-from softlabels.generate import GenerateConfig, generate
+from softlabels.generation import GenerateConfig, generate
 from softlabels.sources import load_dataset, load_model
 from softlabels.store import open_store
 

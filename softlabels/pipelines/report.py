@@ -1,0 +1,254 @@
+"""What a pipeline run produced: the results table, ``report.json`` and ``report.png``."""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from softlabels.student.checkpoints import write_atomically
+
+__all__ = [
+    "REPORT_JSON",
+    "REPORT_PNG",
+    "PipelineReport",
+    "StageResult",
+    "StoreResult",
+    "StudentResult",
+    "TeacherResult",
+    "format_table",
+    "plot_report",
+    "write_report",
+]
+
+REPORT_JSON = "report.json"
+REPORT_PNG = "report.png"
+REPORT_FORMAT = "softlabels.pipeline-report"
+REPORT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class StageResult:
+    """How one stage went in this run.
+
+    Attributes:
+        status: ``trained``, ``resumed after epoch N``, ``generated``, ``resumed``, ``evaluated``,
+            ``unpacked`` or ``reused`` (finished earlier with the same settings; nothing recomputed).
+        seconds: Wall time of the stage in this run.
+    """
+
+    status: str
+    seconds: float
+
+
+@dataclass(frozen=True)
+class TeacherResult:
+    """The teacher: its weights and validation accuracy.
+
+    Attributes:
+        weights: The weights file the labels were generated with.
+        accuracy: Validation accuracy of those weights.
+        curve: Validation accuracy after each epoch when the pipeline trained it, else empty.
+    """
+
+    model: str
+    weights: str
+    accuracy: float
+    curve: tuple[float, ...]
+    stage: StageResult
+
+
+@dataclass(frozen=True)
+class StoreResult:
+    """The label store."""
+
+    path: str
+    label_format: str
+    dtype: str | None
+    temperature: float
+    num_rows: int
+    num_classes: int
+    bytes_on_disk: int
+    stage: StageResult
+
+
+@dataclass(frozen=True)
+class StudentResult:
+    """One student.
+
+    Attributes:
+        accuracy: Validation accuracy after the last epoch (the weights in ``weights``).
+        best_accuracy: Best validation accuracy over the epochs (``best.pt``).
+        curve: Validation accuracy after each epoch.
+        alpha: The distillation weight used (None for a baseline).
+        temperature: The distillation temperature used (None for a baseline).
+    """
+
+    name: str
+    model: str
+    kd: bool
+    alpha: float | None
+    temperature: float | None
+    epochs: int
+    accuracy: float
+    best_accuracy: float
+    curve: tuple[float, ...]
+    out: str
+    weights: str
+    stage: StageResult
+
+
+@dataclass(frozen=True)
+class PipelineReport:
+    """Everything ``softlabels run`` reports; ``report.json`` holds :meth:`to_json`.
+
+    Attributes:
+        name: The pipeline's name.
+        source: The pipeline file (or the built-in default).
+        output: The output folder.
+        dataset: The dataset spec the stages used.
+        device: The device the stages ran on.
+        data: The unpacking of ``dataset.archive`` (None without one).
+        seconds: Wall time of the whole run.
+        spec: The resolved pipeline, every default filled in.
+    """
+
+    name: str
+    source: str
+    output: str
+    dataset: str
+    device: str
+    data: StageResult | None
+    teacher: TeacherResult
+    store: StoreResult
+    students: tuple[StudentResult, ...]
+    seconds: float
+    created: str
+    spec: dict[str, Any]
+
+    def baseline_for(self, student: StudentResult) -> StudentResult:
+        """The hard-label baseline a distilled student is compared with: same model if any, else the first."""
+        baselines = [other for other in self.students if not other.kd]
+        same_model = [other for other in baselines if other.model == student.model]
+        return (same_model or baselines)[0]
+
+    def gains(self) -> dict[str, dict[str, Any]]:
+        """Per distilled student: its baseline and the accuracy difference in percentage points."""
+        gains = {}
+        for student in self.students:
+            if student.kd:
+                baseline = self.baseline_for(student)
+                gains[student.name] = {
+                    "baseline": baseline.name,
+                    "points": round(100 * (student.accuracy - baseline.accuracy), 4),
+                }
+        return gains
+
+    def to_json(self) -> dict[str, Any]:
+        document = dataclasses.asdict(self)
+        return {"format": REPORT_FORMAT, "version": REPORT_VERSION, **document, "kd_gains": self.gains()}
+
+
+def format_table(report: PipelineReport) -> str:
+    """The results table that ``softlabels run`` prints, with a closing line on what KD gained."""
+    rows = [("stage", "model", "val accuracy", "size", "time", "status")]
+    if report.data is not None:
+        rows.append(("data", "", "", "", _seconds(report.data.seconds), report.data.status))
+    teacher = report.teacher
+    rows.append(("teacher", teacher.model, _percent(teacher.accuracy), "", _seconds(teacher.stage.seconds),
+                 _with_epochs(teacher.stage.status, len(teacher.curve))))
+    store = report.store
+    encoding = ", ".join(item for item in (store.label_format, store.dtype) if item)
+    rows.append(("store", f"T={store.temperature:g}", "", _bytes(store.bytes_on_disk),
+                 _seconds(store.stage.seconds), f"{store.stage.status} ({store.num_rows} rows, {encoding})"))
+    for student in report.students:
+        method = f"KD, alpha {student.alpha:g}, T {student.temperature:g}" if student.kd else "hard labels"
+        rows.append((f"student {student.name}", student.model, _percent(student.accuracy), "",
+                     _seconds(student.stage.seconds), f"{_with_epochs(student.stage.status, student.epochs)}, {method}"))
+    rows.append(("total", "", "", "", _seconds(report.seconds), ""))
+    widths = [max(len(row[column]) for row in rows) for column in range(len(rows[0]))]
+    right_aligned = {2, 3, 4}
+    lines = [
+        "  ".join(cell.rjust(width) if column in right_aligned else cell.ljust(width)
+                  for column, (cell, width) in enumerate(zip(row, widths, strict=True))).rstrip()
+        for row in rows
+    ]
+    lines.insert(1, "  ".join("-" * width for width in widths))
+    header = f"Pipeline {report.name} ({report.source}) on {report.dataset}, device {report.device}"
+    by_name = {student.name: student for student in report.students}
+    verdicts = [
+        f"KD student {name}: {_percent(by_name[name].accuracy)} vs baseline {gain['baseline']}: "
+        f"{_percent(by_name[gain['baseline']].accuracy)} ({gain['points']:+.2f} points)"
+        for name, gain in report.gains().items()
+    ]
+    files = f"Report: {Path(report.output) / REPORT_JSON}, plot: {Path(report.output) / REPORT_PNG}"
+    return "\n".join([header, "", *lines, "", *verdicts, files])
+
+
+def write_report(report: PipelineReport) -> tuple[Path, Path]:
+    """Write ``report.json`` and ``report.png`` into the report's (existing) output folder.
+
+    Each file is written to a temporary sibling and renamed, so an interrupted run never leaves
+    half a report. Returns both paths.
+    """
+    folder = Path(report.output)
+    json_path, png_path = folder / REPORT_JSON, folder / REPORT_PNG
+    write_atomically(json_path, (json.dumps(report.to_json(), indent=2) + "\n").encode())
+    plot_report(report, png_path)
+    return json_path, png_path
+
+
+def plot_report(report: PipelineReport, path: Path) -> None:
+    """Validation accuracy per epoch of every student, with the teacher's accuracy as a horizontal line."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # no display needed; the file is all we want
+    from matplotlib import pyplot
+
+    figure, axes = pyplot.subplots(figsize=(7, 4.5), layout="constrained")
+    try:
+        for student in report.students:
+            epochs = range(1, len(student.curve) + 1)
+            method = "KD" if student.kd else "hard labels"
+            axes.plot(epochs, student.curve, marker="o", markersize=3, linestyle="-" if student.kd else "--",
+                      label=f"{student.name} ({student.model}, {method}): {_percent(student.accuracy)}")
+        teacher = report.teacher
+        axes.axhline(teacher.accuracy, color="black", linestyle=":",
+                     label=f"teacher ({teacher.model}): {_percent(teacher.accuracy)}")
+        axes.set_xlabel("epoch")
+        axes.set_ylabel("validation accuracy")
+        axes.set_title(f"{report.name}: students vs teacher on {report.dataset}")
+        axes.grid(alpha=0.3)
+        axes.legend(loc="lower right", fontsize="small")
+        buffer = _png_bytes(figure)
+    finally:
+        pyplot.close(figure)
+    write_atomically(path, buffer)
+
+
+def _png_bytes(figure: Any) -> bytes:
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=120)
+    return buffer.getvalue()
+
+
+def _with_epochs(status: str, epochs: int) -> str:
+    return f"{status}, {epochs} epochs" if epochs else status
+
+
+def _percent(value: float) -> str:
+    return f"{value:.2%}"
+
+
+def _seconds(value: float) -> str:
+    return f"{value:.1f} s"
+
+
+def _bytes(count: int) -> str:
+    for unit, size in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if count >= size:
+            return f"{count / size:.1f} {unit}"
+    return f"{count} B"

@@ -1,0 +1,356 @@
+"""``run_pipeline``: teacher -> label store -> students -> report, reusing every finished stage.
+
+Every stage delegates to the library function that owns it, and each of those resumes itself:
+``train_teacher``/``train_student`` continue after their last complete epoch (and train nothing
+when every epoch is done), ``generate`` writes only missing shards (and nothing when the store is
+complete). A stage whose outputs were made with other settings is an error that names the stage;
+``overwrite`` starts every stage over instead. Stage outputs live under the pipeline's output
+folder::
+
+    <output>/teacher/             train_teacher's run folder (or evaluation.json for given weights)
+    <output>/labels.zarr          the store (unless generate.store puts it elsewhere)
+    <output>/students/<name>/     train_student's run folder, one per student
+    <output>/report.json, report.png
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import shlex
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader
+
+from softlabels.errors import InvalidArgumentError, PipelineError, SoftLabelsError, StoreMismatchError
+from softlabels.generation import GenerateConfig, format_options_for, generate
+from softlabels.pipelines.report import (
+    PipelineReport,
+    StageResult,
+    StoreResult,
+    StudentResult,
+    TeacherResult,
+    write_report,
+)
+from softlabels.pipelines.spec import PipelineSpec, StudentSpec
+from softlabels.runtime import autocast, resolve_device
+from softlabels.sources import BUILTIN_MODELS, DatasetSource, ensure_cifar10, load_dataset, load_model
+from softlabels.sources.models import torchvision_model_names
+from softlabels.sources.plugins import is_plugin_ref
+from softlabels.student.checkpoints import RUN_FILES, write_json
+from softlabels.student.train import TeacherConfig, TrainConfig, TrainSummary, train_student, train_teacher
+
+__all__ = ["TEACHER_EVALUATION", "run_pipeline"]
+
+TEACHER_EVALUATION = "evaluation.json"
+"""The cached accuracy of given teacher weights, in ``<output>/teacher``."""
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """Every stage's configuration, built (and so validated) before any stage runs.
+
+    Attributes:
+        teacher: How to train the teacher; None when ``teacher.weights`` gives trained weights.
+        teacher_weights: The weights the labels are generated with.
+    """
+
+    spec: PipelineSpec
+    teacher: TeacherConfig | None
+    teacher_weights: str
+    generate: GenerateConfig
+    students: tuple[tuple[StudentSpec, TrainConfig], ...]
+
+
+def run_pipeline(
+    spec: PipelineSpec, *, progress: bool = True, overwrite: bool = False, command: str | None = None
+) -> PipelineReport:
+    """Run every stage of ``spec`` that is not finished yet, then write ``report.json`` and ``report.png``.
+
+    Args:
+        spec: A validated pipeline (see :func:`softlabels.pipelines.load_pipeline`).
+        progress: Print stage and epoch lines (and progress bars on a terminal) to stderr.
+        overwrite: Start every stage over, replacing the outputs of earlier runs (the store too).
+        command: The command line recorded in the store's provenance.
+
+    Returns:
+        What each stage produced; ``format_table`` turns it into the results table.
+
+    Raises:
+        PipelineError: A model name, a path or a setting is unusable; nothing has run yet.
+        SoftLabelsError: A stage failed; the message starts with the stage's name.
+    """
+    started = time.perf_counter()
+    plan = _plan(spec, progress=progress, overwrite=overwrite, command=command)
+    device = resolve_device(spec.run.device)
+    say = _Speaker(progress)
+    say(f"pipeline {spec.name} ({spec.source}): writing to {spec.output}")
+    output = Path(spec.output)
+    try:
+        output.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InvalidArgumentError(f"cannot create the output folder {output}: {exc.strerror or exc}") from exc
+    data = _unpack_stage(spec, say)
+    teacher = _teacher_stage(plan, device, say)
+    store = _generate_stage(plan, say)
+    students = tuple(_student_stage(student, config, store, say) for student, config in plan.students)
+    report = PipelineReport(
+        name=spec.name,
+        source=spec.source,
+        output=spec.output,
+        dataset=spec.dataset.source_spec,
+        device=str(device),
+        data=data,
+        teacher=teacher,
+        store=store,
+        students=students,
+        seconds=time.perf_counter() - started,
+        created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        spec=spec.to_json(),
+    )
+    write_report(report)
+    return report
+
+
+class _Speaker:
+    """Stage lines on stderr, or nothing."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled
+
+    def __call__(self, line: str) -> None:
+        if self.enabled:
+            print(line, file=sys.stderr, flush=True)
+
+
+def _plan(spec: PipelineSpec, *, progress: bool, overwrite: bool, command: str | None) -> _Plan:
+    """Check what can be checked without running anything, and build every stage's config."""
+    _check_model(spec, "teacher.model", spec.teacher.model)
+    for student in spec.students:
+        _check_model(spec, f"students.{student.name}.model", student.model)
+    _check_paths(spec)
+    output = Path(spec.output)
+    run = spec.run
+    data = spec.dataset
+    common = {
+        "dataset": data.source_spec,
+        "split": data.train_split,
+        "val_split": data.val_split,
+        "data_root": data.data_root,
+        "num_workers": run.num_workers,
+        "device": run.device,
+        "precision": run.precision,
+        "overwrite": overwrite,
+        "progress": progress,
+        "command": command,
+    }
+    teacher = spec.teacher
+    teacher_config = None
+    # Without weights the parser has required epochs; with weights the training settings are unused.
+    if teacher.weights is None and teacher.epochs is not None:
+        with _section(spec, "teacher"):
+            teacher_config = TeacherConfig(
+                **common, out=str(output / "teacher"), teacher=teacher.model, epochs=teacher.epochs,
+                batch_size=teacher.batch_size, optimizer=teacher.optimizer, lr=teacher.lr,
+                weight_decay=teacher.weight_decay, augment=teacher.augment, seed=teacher.seed)
+    weights = teacher.weights or str(output / "teacher" / RUN_FILES.final)
+    gen = spec.generate
+    with _section(spec, "generate"):
+        generate_config = GenerateConfig(
+            dataset=data.source_spec, split=data.train_split, data_root=data.data_root, teacher=teacher.model,
+            teacher_weights=weights, temperature=gen.temperature, out=gen.store, batch_size=gen.batch_size,
+            num_workers=run.num_workers, device=run.device, precision=run.precision,
+            dtype=gen.dtype or "float16", label_format=gen.label_format,
+            format_options=format_options_for(gen.label_format, k=gen.k, samples=gen.samples, seed=run.seed),
+            overwrite=overwrite, progress=progress,
+            command=command or f"softlabels.run_pipeline({shlex.quote(spec.source)})")
+    students = []
+    for student in spec.students:
+        with _section(spec, f"students.{student.name}"):
+            students.append((student, TrainConfig(
+                **common, out=str(output / "students" / student.name), student=student.model,
+                labels=gen.store if student.kd else None, no_kd=not student.kd, alpha=student.alpha,
+                temperature=student.temperature, epochs=student.epochs, batch_size=student.batch_size,
+                optimizer=student.optimizer, lr=student.lr, weight_decay=student.weight_decay,
+                augment=student.augment, seed=student.seed)))
+    return _Plan(spec, teacher_config, weights, generate_config, tuple(students))
+
+
+@contextlib.contextmanager
+def _section(spec: PipelineSpec, key: str) -> Iterator[None]:
+    """Name the file and the section in errors of the configs (which speak in CLI options)."""
+    try:
+        yield
+    except SoftLabelsError as exc:
+        raise PipelineError(f"{spec.source}: {key}: {exc}") from exc
+
+
+def _check_model(spec: PipelineSpec, key: str, model: str) -> None:
+    name = model.removeprefix("torchvision:")
+    if model in BUILTIN_MODELS or name in torchvision_model_names() or is_plugin_ref(model):
+        return
+    raise PipelineError(
+        f'{spec.source}: {key}: expected a built-in model ({", ".join(BUILTIN_MODELS)}), a torchvision '
+        f'classification name such as "resnet18", or a plug-in "module:callable", got "{model}"'
+    )
+
+
+def _check_paths(spec: PipelineSpec) -> None:
+    """Refuse missing inputs now rather than after an hour of teacher training."""
+    data = spec.dataset
+    if data.archive is not None:
+        root = Path(data.root or "")
+        if not (root / "train").is_dir() and not Path(data.archive).is_file():
+            raise PipelineError(f"{spec.source}: dataset.archive: no such file {data.archive} (and {root} "
+                                "holds no unpacked copy)")
+    elif data.root is not None and not Path(data.root).is_dir():
+        raise PipelineError(f"{spec.source}: dataset.root: no such folder {data.root}")
+    if spec.teacher.weights is not None and not Path(spec.teacher.weights).is_file():
+        raise PipelineError(
+            f"{spec.source}: teacher.weights: no such file {spec.teacher.weights} (leave teacher.weights out "
+            "to train the teacher in this pipeline)"
+        )
+
+
+@contextlib.contextmanager
+def _stage(name: str) -> Iterator[None]:
+    """Start a stage's errors with its name, keeping their type (and so the CLI's one-line handling)."""
+    try:
+        yield
+    except SoftLabelsError as exc:
+        raise type(exc)(f"stage {name}: {exc}") from exc
+
+
+def _unpack_stage(spec: PipelineSpec, say: _Speaker) -> StageResult | None:
+    data = spec.dataset
+    if data.archive is None or data.root is None:
+        return None
+    started = time.perf_counter()
+    reused = (Path(data.root) / "train").is_dir()
+    if not reused:
+        say(f"stage data: unpacking {data.archive} into {data.root}")
+    with _stage("data"):
+        ensure_cifar10(data.archive, data.root)
+    return StageResult("reused" if reused else "unpacked", time.perf_counter() - started)
+
+
+def _teacher_stage(plan: _Plan, device: torch.device, say: _Speaker) -> TeacherResult:
+    spec = plan.spec
+    started = time.perf_counter()
+    if plan.teacher is None:
+        say(f"stage teacher: evaluating {spec.teacher.model} with {plan.teacher_weights}")
+        with _stage("teacher"):
+            accuracy, status = _evaluate_teacher(spec, plan.teacher_weights, device)
+        return TeacherResult(spec.teacher.model, plan.teacher_weights, accuracy, (),
+                             StageResult(status, time.perf_counter() - started))
+    say(f"stage teacher: training {spec.teacher.model} for {plan.teacher.epochs} epochs in {plan.teacher.out}")
+    with _stage("teacher"):
+        summary = train_teacher(plan.teacher)
+    return TeacherResult(spec.teacher.model, summary.final_weights, summary.final_val_accuracy, _curve(summary),
+                         StageResult(_training_status(summary), time.perf_counter() - started))
+
+
+def _generate_stage(plan: _Plan, say: _Speaker) -> StoreResult:
+    config = plan.generate
+    started = time.perf_counter()
+    say(f"stage generate: soft labels at T={config.temperature:g} into {config.out}")
+    with _stage("generate"):
+        try:
+            summary = generate(config)
+        except StoreMismatchError as exc:
+            raise StoreMismatchError(f"{exc}, or set generate.store to another location") from exc
+    status = "reused" if summary.shards_written == 0 else (
+        "generated" if summary.shards_written == summary.shards_total else "resumed")
+    return StoreResult(
+        path=summary.out,
+        label_format=config.label_format,
+        dtype=None if config.label_format == "sampled" else config.dtype,
+        temperature=config.temperature,
+        num_rows=summary.num_rows,
+        num_classes=summary.num_classes,
+        bytes_on_disk=summary.bytes_on_disk,
+        stage=StageResult(status, time.perf_counter() - started),
+    )
+
+
+def _student_stage(student: StudentSpec, config: TrainConfig, store: StoreResult, say: _Speaker) -> StudentResult:
+    started = time.perf_counter()
+    method = "distilled from the store" if student.kd else "on hard labels"
+    say(f"stage students.{student.name}: training {student.model} {method} for {student.epochs} epochs")
+    with _stage(f"students.{student.name}"):
+        summary = train_student(config)
+    return StudentResult(
+        name=student.name,
+        model=student.model,
+        kd=student.kd,
+        alpha=config.distillation_weight if student.kd else None,
+        temperature=(student.temperature or store.temperature) if student.kd else None,
+        epochs=len(summary.metrics),
+        accuracy=summary.final_val_accuracy,
+        best_accuracy=summary.best_val_accuracy,
+        curve=_curve(summary),
+        out=summary.out,
+        weights=summary.final_weights,
+        stage=StageResult(_training_status(summary), time.perf_counter() - started),
+    )
+
+
+def _curve(summary: TrainSummary) -> tuple[float, ...]:
+    return tuple(epoch.val_accuracy for epoch in summary.metrics)
+
+
+def _training_status(summary: TrainSummary) -> str:
+    if summary.epochs_run == 0:
+        return "reused"
+    if summary.resumed_after:
+        return f"resumed after epoch {summary.resumed_after}"
+    return "trained"
+
+
+def _evaluate_teacher(spec: PipelineSpec, weights: str, device: torch.device) -> tuple[float, str]:
+    """Validation accuracy of given teacher weights, cached in ``<output>/teacher/evaluation.json``.
+
+    The cache is keyed by what decides the number (model, weights' sha256, validation data), so
+    new weights or new data are evaluated again.
+    """
+    source = load_dataset(spec.dataset.source_spec, spec.dataset.val_split, data_root=spec.dataset.data_root)
+    teacher = load_model(spec.teacher.model, num_classes=source.num_classes, in_channels=source.in_channels,
+                         input_size=source.input_shape[-1], weights=weights, role="teacher")
+    key = {"model": teacher.spec, "weights sha256": teacher.weights_sha256, "dataset": source.spec,
+           "split": source.split, "fingerprint": source.fingerprint, "precision": spec.run.precision}
+    record_path = Path(spec.output) / "teacher" / TEACHER_EVALUATION
+    cached = _read_evaluation(record_path)
+    if cached is not None and cached.get("key") == key:
+        return float(cached["accuracy"]), "reused"
+    accuracy = _accuracy(teacher.module, source, spec, device)
+    record_path.parent.mkdir(parents=True, exist_ok=True)
+    write_json(record_path, {"key": key, "accuracy": accuracy, "weights": weights})
+    return accuracy, "evaluated"
+
+
+def _read_evaluation(path: Path) -> dict[str, Any] | None:
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None  # absent or damaged: evaluate again
+    return record if isinstance(record, dict) else None
+
+
+def _accuracy(model: torch.nn.Module, source: DatasetSource, spec: PipelineSpec, device: torch.device) -> float:
+    loader = DataLoader(source.dataset, batch_size=spec.generate.batch_size, num_workers=spec.run.num_workers,
+                        pin_memory=device.type == "cuda")
+    model = model.to(device).eval()
+    correct = torch.zeros((), dtype=torch.int64, device=device)
+    with torch.inference_mode():
+        for inputs, targets in loader:
+            with autocast(device, spec.run.precision):
+                logits = model(inputs.to(device, non_blocking=True))
+            correct += (logits.argmax(dim=1) == targets.to(device, non_blocking=True)).sum()
+    return int(correct.item()) / len(source)
