@@ -25,8 +25,16 @@ from typing import Any
 
 import numpy as np
 
-from softlabels.store import default_chunk_rows
-from softlabels.store import DatasetInfo, Encoding, Layout, Provenance, StoreHeader, StoreWriter, TeacherInfo
+from softlabels.store import (
+    DatasetInfo,
+    Encoding,
+    Layout,
+    Provenance,
+    StoreHeader,
+    StoreWriter,
+    TeacherInfo,
+    default_chunk_rows,
+)
 from softlabels.store.encodings import build_encoding
 from softlabels.store.inspect import stored_bytes
 

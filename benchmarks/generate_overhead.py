@@ -16,18 +16,19 @@ import argparse
 import dataclasses
 import statistics
 import tempfile
+from functools import partial
 from pathlib import Path
+
 import numpy as np
 import torch
+from common import cifar10_root, timed, write_results
 from torch.utils.data import DataLoader
 
-from common import cifar10_root, timed, write_results
 from softlabels.generation import GenerateConfig, generate
-from softlabels.store import default_chunk_rows
 from softlabels.generation.runner import shard_batches
 from softlabels.runtime import resolve_device
 from softlabels.sources import load_dataset, load_model
-from softlabels.store import FullEncoding, StoreHeader, StoreWriter, open_store
+from softlabels.store import FullEncoding, StoreHeader, StoreWriter, default_chunk_rows, open_store
 
 
 def bare_loop(config: GenerateConfig) -> np.ndarray:
@@ -55,9 +56,9 @@ def write_throughput(logits: np.ndarray, header: StoreHeader, repeats: int) -> d
     store_seconds, save_seconds = [], []
     with tempfile.TemporaryDirectory() as scratch:
         for repeat in range(repeats):
-            out = Path(scratch) / f"w{repeat}.zarr"
-            store_seconds.append(timed(lambda: _write_store(out, header, values, targets))[0])
-            save_seconds.append(timed(lambda: np.save(Path(scratch) / f"w{repeat}.npy", values))[0])
+            store_out, npy_out = Path(scratch) / f"w{repeat}.zarr", Path(scratch) / f"w{repeat}.npy"
+            store_seconds.append(timed(partial(_write_store, store_out, header, values, targets))[0])
+            save_seconds.append(timed(partial(np.save, npy_out, values))[0])
     megabytes = values.nbytes / 1e6
     store_rate = megabytes / statistics.median(store_seconds)
     save_rate = megabytes / statistics.median(save_seconds)

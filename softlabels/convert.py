@@ -23,13 +23,21 @@ import os
 import sys
 import time
 from dataclasses import dataclass, replace
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from softlabels import __version__
 from softlabels.errors import InvalidArgumentError, StoreMismatchError
-from softlabels.store import Encoding, LabelStore, Layout, StoreHeader, StoreWriter, default_chunk_rows, open_store
+from softlabels.store import (
+    Encoding,
+    LabelStore,
+    Layout,
+    StoreHeader,
+    StoreWriter,
+    default_chunk_rows,
+    open_store,
+)
 from softlabels.store.encodings import build_encoding, encoding_from_params, format_options
 
 SCHEDULERS = ("threads", "processes", "synchronous")
@@ -146,7 +154,7 @@ def _derived_header(store: LabelStore, encoding: Encoding, chunk_rows: int | Non
         "encoding": {"name": encoding.name, "params": encoding.params()},
         "chunk_rows": layout.chunk_rows,
         "shard_rows": layout.shard_rows,
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "softlabels": __version__,
         "command": command or f"softlabels.convert_store({store.location!r}, to={encoding.name!r})",
     }

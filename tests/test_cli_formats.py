@@ -11,8 +11,16 @@ from click.testing import CliRunner
 
 from softlabels.cli import commands  # noqa: F401  (attaches the commands)
 from softlabels.cli.main import cli, main
-from softlabels.store import DatasetInfo, FullEncoding, Layout, Provenance, StoreHeader, StoreWriter, \
-    TeacherInfo, open_store
+from softlabels.store import (
+    DatasetInfo,
+    FullEncoding,
+    Layout,
+    Provenance,
+    StoreHeader,
+    StoreWriter,
+    TeacherInfo,
+    open_store,
+)
 
 ROWS, CLASSES = 130, 6
 

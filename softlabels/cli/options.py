@@ -18,21 +18,36 @@ def _apply(options: list[Callable[[F], F]], func: F) -> F:
 
 def dataset_options(func: F) -> F:
     """``--dataset``, ``--split`` and ``--data-root``."""
-    return _apply([
-        click.option("--dataset", required=True,
-                     help="digits | imagefolder:ROOT | torchvision:NAME | module:callable | file.py:callable"),
-        click.option("--split", default="train", show_default=True, help="Which split of the dataset."),
-        click.option("--data-root", default=None, help="Root folder for torchvision:NAME datasets (never downloads)."),
-    ], func)
+    return _apply(
+        [
+            click.option(
+                "--dataset",
+                required=True,
+                help="digits | imagefolder:ROOT | torchvision:NAME | module:callable | file.py:callable",
+            ),
+            click.option("--split", default="train", show_default=True, help="Which split of the dataset."),
+            click.option(
+                "--data-root",
+                default=None,
+                help="Root folder for torchvision:NAME datasets (never downloads).",
+            ),
+        ],
+        func,
+    )
 
 
 def device_options(func: F) -> F:
     """``--batch-size``, ``--num-workers`` and ``--device``."""
-    return _apply([
-        click.option("--batch-size", type=int, default=256, show_default=True),
-        click.option("--num-workers", type=int, default=0, show_default=True, help="DataLoader worker processes."),
-        click.option("--device", default="auto", show_default=True, help="auto | cpu | cuda | cuda:N"),
-    ], func)
+    return _apply(
+        [
+            click.option("--batch-size", type=int, default=256, show_default=True),
+            click.option(
+                "--num-workers", type=int, default=0, show_default=True, help="DataLoader worker processes."
+            ),
+            click.option("--device", default="auto", show_default=True, help="auto | cpu | cuda | cuda:N"),
+        ],
+        func,
+    )
 
 
 def invocation() -> str:

@@ -22,16 +22,34 @@ VALUE_DTYPES = ["float16", "bfloat16", "float32", "int8"]
 @click.option("--temperature", type=float, required=True, help="Stored rows are teacher logits / T.")
 @click.option("--out", required=True, help="Store location (a folder, conventionally NAME.zarr).")
 @device_options
-@click.option("--precision", type=click.Choice(["fp32", "bf16", "fp16"]), default="fp32", show_default=True,
-              help="Teacher compute precision (mixed precision for bf16/fp16).")
-@click.option("--dtype", type=click.Choice(VALUE_DTYPES), default="float16", show_default=True,
-              help="Stored value type (int8: 8 bits with a per-row scale and offset).")
-@click.option("--format", "label_format", type=click.Choice(LABEL_FORMATS), default="full", show_default=True,
-              help="full logits, the top-k per row, or classes sampled from the teacher distribution.")
+@click.option(
+    "--precision",
+    type=click.Choice(["fp32", "bf16", "fp16"]),
+    default="fp32",
+    show_default=True,
+    help="Teacher compute precision (mixed precision for bf16/fp16).",
+)
+@click.option(
+    "--dtype",
+    type=click.Choice(VALUE_DTYPES),
+    default="float16",
+    show_default=True,
+    help="Stored value type (int8: 8 bits with a per-row scale and offset).",
+)
+@click.option(
+    "--format",
+    "label_format",
+    type=click.Choice(LABEL_FORMATS),
+    default="full",
+    show_default=True,
+    help="full logits, the top-k per row, or classes sampled from the teacher distribution.",
+)
 @click.option("--k", type=int, default=None, help="Classes kept per row (--format topk).")
 @click.option("--samples", type=int, default=None, help="Draws per row (--format sampled).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the draws (--format sampled).")
-@click.option("--chunk-rows", type=int, default=None, help="Rows per Zarr chunk (default: about 1 MiB per chunk).")
+@click.option(
+    "--chunk-rows", type=int, default=None, help="Rows per Zarr chunk (default: about 1 MiB per chunk)."
+)
 @click.option("--chunks-per-shard", type=int, default=1, show_default=True, help="Chunks per unit of work.")
 @click.option("--overwrite", is_flag=True, help="Replace a store made with other settings.")
 def generate(k: int | None, samples: int | None, seed: int, **options: Any) -> None:

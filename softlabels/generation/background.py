@@ -44,8 +44,8 @@ class ShardBuffer:
     def add(self, batch: PendingBatch) -> None:
         offset = batch.first_row - self.start
         rows = batch.values.shape[0]
-        self.values[offset:offset + rows] = batch.values.numpy()
-        self.targets[offset:offset + rows] = batch.targets.numpy()
+        self.values[offset : offset + rows] = batch.values.numpy()
+        self.targets[offset : offset + rows] = batch.targets.numpy()
         self.filled += rows
 
     @property
@@ -105,7 +105,7 @@ class BackgroundWriter:
                 if self._error is not None:
                     return
                 self._accept(batch)
-        except BaseException as exc:  # handed to the teacher loop, which reports it
+        except BaseException as exc:  # noqa: BLE001  (handed to the teacher loop, which reports it)
             self._error = exc
 
     def _accept(self, batch: PendingBatch) -> None:
@@ -115,11 +115,15 @@ class BackgroundWriter:
         buffer = self._buffers.get(batch.shard)
         if buffer is None:
             start, stop = self._writer.header.layout.shard_bounds(batch.shard)
-            buffer = self._buffers[batch.shard] = ShardBuffer(start, stop, self._writer.header.layout.num_classes)
+            buffer = self._buffers[batch.shard] = ShardBuffer(
+                start, stop, self._writer.header.layout.num_classes
+            )
         buffer.add(batch)
         if buffer.full:
             del self._buffers[batch.shard]
-            self._writer.write_shard(batch.shard, self._encoding.encode(buffer.values, buffer.start), buffer.targets)
+            self._writer.write_shard(
+                batch.shard, self._encoding.encode(buffer.values, buffer.start), buffer.targets
+            )
             self.shards_written += 1
 
 
@@ -131,4 +135,6 @@ def _refuse_non_finite(batch: PendingBatch) -> None:
     finite = torch.isfinite(batch.values).all(dim=1)
     if not bool(finite.all()):
         bad = (torch.nonzero(~finite).flatten()[:MAX_REPORTED_ROWS] + batch.first_row).tolist()
-        raise TeacherOutputError(f"the teacher produced NaN or Inf for samples {bad}; nothing was stored for them")
+        raise TeacherOutputError(
+            f"the teacher produced NaN or Inf for samples {bad}; nothing was stored for them"
+        )

@@ -7,8 +7,8 @@ import shlex
 import sys
 import time
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
-from datetime import datetime, timezone
 
 import numpy as np
 import torch
@@ -21,10 +21,17 @@ from softlabels.generation.background import BackgroundWriter, PendingBatch
 from softlabels.generation.config import GenerateConfig
 from softlabels.runtime import autocast, resolve_device
 from softlabels.sources import DatasetSource, ModelSource, load_dataset, load_model, parameters_sha256
-from softlabels.store import DatasetInfo, Encoding, Layout, Provenance, StoreHeader, StoreWriter, TeacherInfo, \
-    default_chunk_rows
+from softlabels.store import (
+    DatasetInfo,
+    Encoding,
+    Layout,
+    Provenance,
+    StoreHeader,
+    StoreWriter,
+    TeacherInfo,
+    default_chunk_rows,
+)
 from softlabels.store.encodings import build_encoding
-
 
 RANDOM_TEACHER_SEED = 0
 
@@ -49,10 +56,12 @@ class GenerateSummary:
     def describe(self) -> str:
         skipped = self.shards_total - self.shards_written
         resumed = f" ({skipped} shards were already done)" if skipped else ""
-        return (f"Wrote {self.out}: {self.num_rows} samples x {self.num_classes} classes, "
-                f"{self.shards_written} of {self.shards_total} shards this run{resumed}, "
-                f"{self.bytes_on_disk / 1e6:.2f} MB on disk ({self.bytes_on_disk / max(1, self.num_rows):.1f} B/sample), "
-                f"{self.samples_per_second:.0f} samples/s, {self.seconds:.1f} s.")
+        return (
+            f"Wrote {self.out}: {self.num_rows} samples x {self.num_classes} classes, "
+            f"{self.shards_written} of {self.shards_total} shards this run{resumed}, "
+            f"{self.bytes_on_disk / 1e6:.2f} MB on disk ({self.bytes_on_disk / max(1, self.num_rows):.1f} B/sample), "
+            f"{self.samples_per_second:.0f} samples/s, {self.seconds:.1f} s."
+        )
 
 
 def generate(config: GenerateConfig) -> GenerateSummary:
@@ -73,55 +82,106 @@ def generate(config: GenerateConfig) -> GenerateSummary:
         _run_teacher(config, source, teacher, writer, encoding, pending)
     writer.mark_complete()
     size = sum(p.stat().st_size for p in writer.path.rglob("*") if p.is_file())
-    return GenerateSummary(str(writer.path), len(source), source.num_classes,
-                           header.layout.num_shards, len(pending), size, time.perf_counter() - started)
+    return GenerateSummary(
+        str(writer.path),
+        len(source),
+        source.num_classes,
+        header.layout.num_shards,
+        len(pending),
+        size,
+        time.perf_counter() - started,
+    )
 
 
 def _load_teacher(config: GenerateConfig, source: DatasetSource) -> ModelSource:
     # A fixed seed makes a --random-weights teacher the same on every run, so a resumed run's shards match.
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(RANDOM_TEACHER_SEED)
-        return load_model(config.teacher, num_classes=source.num_classes, in_channels=source.in_channels,
-                          input_size=source.input_shape[-1], weights=config.teacher_weights,
-                          random_weights=config.random_weights, role="teacher")
+        return load_model(
+            config.teacher,
+            num_classes=source.num_classes,
+            in_channels=source.in_channels,
+            input_size=source.input_shape[-1],
+            weights=config.teacher_weights,
+            random_weights=config.random_weights,
+            role="teacher",
+        )
 
 
-def _new_header(config: GenerateConfig, source: DatasetSource, teacher: ModelSource,
-                encoding: Encoding) -> StoreHeader:
+def _new_header(
+    config: GenerateConfig, source: DatasetSource, teacher: ModelSource, encoding: Encoding
+) -> StoreHeader:
     chunk_rows = config.chunk_rows or default_chunk_rows(encoding.bytes_per_row(source.num_classes))
-    layout = Layout(encoding=encoding.name, encoding_params=encoding.params(), num_rows=len(source),
-                    num_classes=source.num_classes, chunk_rows=chunk_rows,
-                    shard_rows=chunk_rows * config.chunks_per_shard)
+    layout = Layout(
+        encoding=encoding.name,
+        encoding_params=encoding.params(),
+        num_rows=len(source),
+        num_classes=source.num_classes,
+        chunk_rows=chunk_rows,
+        shard_rows=chunk_rows * config.chunks_per_shard,
+    )
     provenance = Provenance(
-        teacher=TeacherInfo(teacher.spec, teacher.num_parameters, teacher.weights_sha256, teacher.weights_path,
-                            parameters_sha256(teacher.module)),
-        dataset=DatasetInfo(source.spec, source.split, len(source), source.num_classes, tuple(source.class_names),
-                            source.fingerprint),
-        temperature=float(config.temperature), precision=config.precision,
+        teacher=TeacherInfo(
+            teacher.spec,
+            teacher.num_parameters,
+            teacher.weights_sha256,
+            teacher.weights_path,
+            parameters_sha256(teacher.module),
+        ),
+        dataset=DatasetInfo(
+            source.spec,
+            source.split,
+            len(source),
+            source.num_classes,
+            tuple(source.class_names),
+            source.fingerprint,
+        ),
+        temperature=float(config.temperature),
+        precision=config.precision,
         command=config.command or f"softlabels.generate({shlex.join(sys.argv)})",
-        config=config.to_json(), created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        versions={"softlabels": __version__, "torch": torch.__version__, "zarr": zarr.__version__,
-                  "numpy": np.__version__, "python": platform.python_version()})
+        config=config.to_json(),
+        created=datetime.now(UTC).isoformat(timespec="seconds"),
+        versions={
+            "softlabels": __version__,
+            "torch": torch.__version__,
+            "zarr": zarr.__version__,
+            "numpy": np.__version__,
+            "python": platform.python_version(),
+        },
+    )
     return StoreHeader(layout=layout, provenance=provenance)
 
 
 def shard_batches(layout: Layout, shards: list[int], batch_size: int) -> list[list[int]]:
     """Batches that never cross a shard boundary, so a resumed shard is computed exactly as the first time."""
-    batches = []
+    batches: list[list[int]] = []
     for shard in shards:
         start, stop = layout.shard_bounds(shard)
-        batches.extend(list(range(first, min(first + batch_size, stop))) for first in range(start, stop, batch_size))
+        batches.extend(
+            list(range(first, min(first + batch_size, stop))) for first in range(start, stop, batch_size)
+        )
     return batches
 
 
-def _run_teacher(config: GenerateConfig, source: DatasetSource, teacher: ModelSource, writer: StoreWriter,
-                 encoding: Encoding, pending: list[int]) -> None:
+def _run_teacher(
+    config: GenerateConfig,
+    source: DatasetSource,
+    teacher: ModelSource,
+    writer: StoreWriter,
+    encoding: Encoding,
+    pending: list[int],
+) -> None:
     device = resolve_device(config.device)
     model = teacher.module.to(device).eval()
     layout = writer.header.layout
     batches = shard_batches(layout, pending, config.batch_size)
-    loader = DataLoader(source.dataset, batch_sampler=batches, num_workers=config.num_workers,
-                        pin_memory=device.type == "cuda", persistent_workers=False)
+    loader = DataLoader(
+        source.dataset,
+        batch_sampler=batches,
+        num_workers=config.num_workers,
+        pin_memory=device.type == "cuda",
+        persistent_workers=False,
+    )
     background = BackgroundWriter(writer, encoding)
     try:
         with _progress(config, sum(len(b) for b in batches)) as bar:
@@ -134,19 +194,28 @@ def _run_teacher(config: GenerateConfig, source: DatasetSource, teacher: ModelSo
         raise
 
 
-def _infer(model: torch.nn.Module, inputs: torch.Tensor, targets: torch.Tensor, first_row: int, layout: Layout,
-           config: GenerateConfig, device: torch.device) -> PendingBatch:
+def _infer(
+    model: torch.nn.Module,
+    inputs: torch.Tensor,
+    targets: torch.Tensor,
+    first_row: int,
+    layout: Layout,
+    config: GenerateConfig,
+    device: torch.device,
+) -> PendingBatch:
     with torch.inference_mode(), autocast(device, config.precision):
         logits = model(inputs.to(device, non_blocking=True))
     if logits.ndim != 2 or logits.shape[1] != layout.num_classes:
-        raise TeacherOutputError(f"teacher {config.teacher} outputs shape {tuple(logits.shape)} but the dataset has "
-                                 f"{layout.num_classes} classes (expected [batch, {layout.num_classes}])")
+        raise TeacherOutputError(
+            f"teacher {config.teacher} outputs shape {tuple(logits.shape)} but the dataset has "
+            f"{layout.num_classes} classes (expected [batch, {layout.num_classes}])"
+        )
     scaled = logits.float() / config.temperature
     if device.type != "cuda":
         return PendingBatch(_shard_of(first_row, layout), first_row, scaled, targets, None)
     host = torch.empty(scaled.shape, dtype=scaled.dtype, pin_memory=True)
     host.copy_(scaled, non_blocking=True)
-    ready = torch.cuda.Event()
+    ready = torch.cuda.Event()  # type: ignore[no-untyped-call]
     ready.record()
     return PendingBatch(_shard_of(first_row, layout), first_row, host, targets, ready)
 
@@ -159,5 +228,11 @@ def _progress(config: GenerateConfig, total: int) -> Any:
     from tqdm import tqdm
 
     # disable=None hides the bar when stderr is not a terminal (batch jobs, CI logs).
-    return tqdm(total=total, unit="sample", unit_scale=True, desc="generate", dynamic_ncols=True,
-                disable=None if config.progress else True)
+    return tqdm(
+        total=total,
+        unit="sample",
+        unit_scale=True,
+        desc="generate",
+        dynamic_ncols=True,
+        disable=None if config.progress else True,
+    )

@@ -89,8 +89,10 @@ class Encoding(ABC):
 
     def bytes_per_row(self, num_classes: int) -> int:
         """Uncompressed bytes one row occupies."""
-        return sum(int(np.prod(f.row_shape, dtype=np.int64)) * np.dtype(f.dtype).itemsize
-                   for f in self.fields(num_classes))
+        return sum(
+            int(np.prod(f.row_shape, dtype=np.int64)) * np.dtype(f.dtype).itemsize
+            for f in self.fields(num_classes)
+        )
 
 
 # --------------------------------------------------------------------------------------------------
@@ -107,8 +109,9 @@ _STORED_VALUE_DTYPE = {"float16": "float16", "float32": "float32", "bfloat16": "
 def check_value_dtype(dtype: str, label_format: str) -> str:
     """Refuse a value dtype the format cannot store."""
     if dtype not in VALUE_DTYPES:
-        raise InvalidArgumentError(f"dtype '{dtype}' is not one of {', '.join(VALUE_DTYPES)} "
-                                   f"(format {label_format})")
+        raise InvalidArgumentError(
+            f"dtype '{dtype}' is not one of {', '.join(VALUE_DTYPES)} (format {label_format})"
+        )
     return dtype
 
 
@@ -152,8 +155,9 @@ def _refuse_overflow(cast: np.ndarray, dtype: str, first_row: int) -> None:
     overflowed = ~np.isfinite(cast).all(axis=tuple(range(1, cast.ndim)))
     if overflowed.any():
         rows = (np.flatnonzero(overflowed)[:5] + first_row).tolist()
-        raise InvalidArgumentError(f"scaled logits overflow {dtype} at rows {rows}; use --dtype float32 "
-                                   "or a higher temperature")
+        raise InvalidArgumentError(
+            f"scaled logits overflow {dtype} at rows {rows}; use --dtype float32 or a higher temperature"
+        )
 
 
 def float32_to_bfloat16_bits(values: np.ndarray, first_row: int = 0) -> np.ndarray:
@@ -317,14 +321,17 @@ class TopKEncoding(Encoding):
     def check_classes(self, num_classes: int) -> None:
         """Refuse keeping more classes than the rows have."""
         if self.k > num_classes:
-            raise InvalidArgumentError(f"--k {self.k} exceeds the number of classes ({num_classes}); "
-                                       f"choose 1 <= k <= {num_classes}")
+            raise InvalidArgumentError(
+                f"--k {self.k} exceeds the number of classes ({num_classes}); choose 1 <= k <= {num_classes}"
+            )
 
     def fields(self, num_classes: int) -> tuple[FieldSpec, ...]:
         self.check_classes(num_classes)
-        return (*value_fields("values", self.k, self.dtype, "rank"),
-                FieldSpec("indices", (self.k,), index_dtype(num_classes), ("rank",)),
-                FieldSpec("log_normalizer", (), "float32"))
+        return (
+            *value_fields("values", self.k, self.dtype, "rank"),
+            FieldSpec("indices", (self.k,), index_dtype(num_classes), ("rank",)),
+            FieldSpec("log_normalizer", (), "float32"),
+        )
 
     def encode(self, scaled_logits: np.ndarray, first_row: int) -> dict[str, np.ndarray]:
         rows = _require_2d(scaled_logits)
@@ -332,15 +339,19 @@ class TopKEncoding(Encoding):
         self.check_classes(num_classes)
         kept = top_classes(rows, self.k)
         values = np.take_along_axis(rows, kept, axis=1)
-        return {**encode_values("values", values, self.dtype, first_row),
-                "indices": kept.astype(index_dtype(num_classes)),
-                "log_normalizer": logsumexp(rows).astype(np.float32)}
+        return {
+            **encode_values("values", values, self.dtype, first_row),
+            "indices": kept.astype(index_dtype(num_classes)),
+            "log_normalizer": logsumexp(rows).astype(np.float32),
+        }
 
     def decode(self, fields: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """``values`` float32 [n, K], ``indices`` int64 [n, K], ``log_normalizer`` float32 [n]."""
-        return {"values": decode_values("values", fields, self.dtype),
-                "indices": np.asarray(fields["indices"], dtype=np.int64),
-                "log_normalizer": np.asarray(fields["log_normalizer"], dtype=np.float32)}
+        return {
+            "values": decode_values("values", fields, self.dtype),
+            "indices": np.asarray(fields["indices"], dtype=np.int64),
+            "log_normalizer": np.asarray(fields["log_normalizer"], dtype=np.float32),
+        }
 
     def reconstruct(self, fields: Mapping[str, np.ndarray], num_classes: int) -> np.ndarray:
         """Exact kept probabilities; the residual mass spread uniformly over the ``C - K`` other classes.
@@ -349,8 +360,10 @@ class TopKEncoding(Encoding):
         Rounding can push the kept mass slightly above 1; it is then scaled back to exactly 1.
         """
         indices = np.asarray(fields["indices"], dtype=np.int64)
-        kept = np.exp(np.asarray(fields["values"], dtype=np.float64)
-                      - np.asarray(fields["log_normalizer"], dtype=np.float64)[:, None])
+        kept = np.exp(
+            np.asarray(fields["values"], dtype=np.float64)
+            - np.asarray(fields["log_normalizer"], dtype=np.float64)[:, None]
+        )
         kept_mass = kept.sum(axis=1, keepdims=True)
         kept = np.where(kept_mass > 1.0, kept / kept_mass, kept)
         others = num_classes - indices.shape[1]
@@ -367,8 +380,11 @@ class TopKEncoding(Encoding):
 def top_classes(rows: np.ndarray, k: int) -> np.ndarray:
     """Classes of the ``k`` largest entries per row, by decreasing value then increasing class."""
     num_classes = rows.shape[1]
-    candidates = (np.argpartition(-rows, k - 1, axis=1)[:, :k] if k < num_classes
-                  else np.broadcast_to(np.arange(num_classes), rows.shape))
+    candidates = (
+        np.argpartition(-rows, k - 1, axis=1)[:, :k]
+        if k < num_classes
+        else np.broadcast_to(np.arange(num_classes), rows.shape)
+    )
     candidates = np.sort(candidates, axis=1)  # a stable order so ties resolve by class index
     order = np.argsort(-np.take_along_axis(rows, candidates, axis=1), axis=1, kind="stable")
     return np.take_along_axis(candidates, order, axis=1).astype(np.int64)
@@ -409,28 +425,36 @@ class SampledEncoding(Encoding):
         # The value dtype does not apply: only class indices and counts are stored. The default
         # float16 is accepted so that a command line that leaves --dtype alone still works.
         if dtype not in (None, "float16"):
-            raise InvalidArgumentError(f"--dtype {dtype} does not apply to format sampled, which stores "
-                                       "class indices and counts only; leave --dtype out")
+            raise InvalidArgumentError(
+                f"--dtype {dtype} does not apply to format sampled, which stores "
+                "class indices and counts only; leave --dtype out"
+            )
 
     def params(self) -> dict[str, Any]:
         return {"samples": self.samples, "seed": self.seed}
 
     def fields(self, num_classes: int) -> tuple[FieldSpec, ...]:
-        return (FieldSpec("indices", (self.samples,), index_dtype(num_classes), ("slot",)),
-                FieldSpec("counts", (self.samples,), count_dtype(self.samples), ("slot",)))
+        return (
+            FieldSpec("indices", (self.samples,), index_dtype(num_classes), ("slot",)),
+            FieldSpec("counts", (self.samples,), count_dtype(self.samples), ("slot",)),
+        )
 
     def encode(self, scaled_logits: np.ndarray, first_row: int) -> dict[str, np.ndarray]:
         rows = _require_2d(scaled_logits)
         uniforms = row_uniforms(self.seed, first_row, len(rows), self.samples)
         draws = inverse_cdf_draws(rows, uniforms)
         indices, counts = distinct_with_counts(draws)
-        return {"indices": indices.astype(index_dtype(rows.shape[1])),
-                "counts": counts.astype(count_dtype(self.samples))}
+        return {
+            "indices": indices.astype(index_dtype(rows.shape[1])),
+            "counts": counts.astype(count_dtype(self.samples)),
+        }
 
     def decode(self, fields: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """``indices`` int64 [n, S], ``counts`` float32 [n, S] (padding slots: count 0)."""
-        return {"indices": np.asarray(fields["indices"], dtype=np.int64),
-                "counts": np.asarray(fields["counts"], dtype=np.float32)}
+        return {
+            "indices": np.asarray(fields["indices"], dtype=np.int64),
+            "counts": np.asarray(fields["counts"], dtype=np.float32),
+        }
 
     def reconstruct(self, fields: Mapping[str, np.ndarray], num_classes: int) -> np.ndarray:
         """The empirical distribution ``counts / S`` (zero for classes never drawn)."""
@@ -463,7 +487,7 @@ def row_uniforms(seed: int, first_row: int, num_rows: int, samples: int) -> np.n
         row_keys = _mix64(rows ^ seed_key)[:, None]
         draws = np.arange(1, samples + 1, dtype=np.uint64)[None, :]
         bits = _mix64(row_keys + draws * _GOLDEN)
-    return (bits >> np.uint64(11)).astype(np.float64) * 2.0 ** -53
+    return (bits >> np.uint64(11)).astype(np.float64) * 2.0**-53
 
 
 def inverse_cdf_draws(rows: np.ndarray, uniforms: np.ndarray) -> np.ndarray:
@@ -541,8 +565,9 @@ def encoding_from_params(name: str, params: Mapping[str, Any]) -> Encoding:
         raise InvalidArgumentError(f"bad parameters {dict(params)} for format '{name}': {exc}") from exc
 
 
-def format_options(label_format: str, *, k: int | None, samples: int | None, seed: int,
-                   option: str = "--format") -> dict[str, Any]:
+def format_options(
+    label_format: str, *, k: int | None, samples: int | None, seed: int, option: str = "--format"
+) -> dict[str, Any]:
     """Map the command line's ``--k``/``--samples``/``--seed`` onto the parameters of ``label_format``.
 
     Args:

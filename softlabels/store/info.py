@@ -23,8 +23,10 @@ def describe_store(location: str | os.PathLike[str]) -> dict[str, Any]:
         "num_classes": layout.num_classes,
         "chunk_rows": layout.chunk_rows,
         "shard_rows": layout.shard_rows,
-        "arrays": {spec.name: {"row_shape": list(spec.row_shape), "dtype": spec.dtype}
-                   for spec in store.encoding.fields(layout.num_classes)},
+        "arrays": {
+            spec.name: {"row_shape": list(spec.row_shape), "dtype": spec.dtype}
+            for spec in store.encoding.fields(layout.num_classes)
+        },
         "complete": store.complete,
         "shards_done": done,
         "shards_total": layout.num_shards,
@@ -38,7 +40,9 @@ def format_description(description: dict[str, Any]) -> str:
     provenance = description["provenance"]
     teacher, dataset = provenance["teacher"], provenance["dataset"]
     size = description["bytes_on_disk"]
-    arrays = ", ".join(f"{name} {spec['dtype']}{spec['row_shape']}" for name, spec in description["arrays"].items())
+    arrays = ", ".join(
+        f"{name} {spec['dtype']}{spec['row_shape']}" for name, spec in description["arrays"].items()
+    )
     status = "complete" if description["complete"] else "INCOMPLETE"
     lines = [
         f"store       {description['location']}",

@@ -39,12 +39,13 @@ MAX_BLOCK_ROWS = 1 << 16
 _NOTES = {
     "topk": "top-k: classes not kept share the residual mass uniformly",
     "sampled": "sampled: accuracy, entropy and ECE are of the empirical distribution counts/S (entropy is "
-               "biased low); KL to a reference is infinite whenever a class with mass was not drawn",
+    "biased low); KL to a reference is infinite whenever a class with mass was not drawn",
 }
 
 
-def inspect_store(location: str | os.PathLike[str], reference: str | os.PathLike[str] | None = None, *,
-                  bins: int = ECE_BINS) -> dict[str, Any]:
+def inspect_store(
+    location: str | os.PathLike[str], reference: str | os.PathLike[str] | None = None, *, bins: int = ECE_BINS
+) -> dict[str, Any]:
     """Size, teacher quality and (with ``reference``) fidelity of a complete store, as JSON-ready data.
 
     Args:
@@ -71,10 +72,17 @@ def inspect_store(location: str | os.PathLike[str], reference: str | os.PathLike
         for begin in range(0, stop - start, step):
             rows = slice(begin, begin + step)
             reference_probs = (
-                None if full is None or reference_fields is None
-                else full.encoding.reconstruct(_rows_of(reference_fields, rows), full.num_classes))
-            totals.add(store.encoding, _rows_of(chunk.fields, rows), store.num_classes, chunk.targets[rows],
-                       reference_probs)
+                None
+                if full is None or reference_fields is None
+                else full.encoding.reconstruct(_rows_of(reference_fields, rows), full.num_classes)
+            )
+            totals.add(
+                store.encoding,
+                _rows_of(chunk.fields, rows),
+                store.num_classes,
+                chunk.targets[rows],
+                reference_probs,
+            )
     return {
         "location": store.location,
         "encoding": store.layout.encoding,
@@ -95,20 +103,38 @@ def _rows_of(fields: dict[str, np.ndarray], rows: slice) -> dict[str, np.ndarray
 
 def _check_reference(store: LabelStore, full: LabelStore) -> None:
     if full.layout.encoding != "full":
-        raise InvalidArgumentError(f"the reference {full.location} holds {full.layout.encoding} labels; "
-                                   "a reference must be a full store")
+        raise InvalidArgumentError(
+            f"the reference {full.location} holds {full.layout.encoding} labels; "
+            "a reference must be a full store"
+        )
     ours, theirs = store.provenance, full.provenance
-    have = {"rows": store.num_rows, "classes": store.num_classes, "split": ours.dataset.split,
-            "dataset fingerprint": ours.dataset.fingerprint, "teacher": ours.teacher.spec,
-            "teacher weights sha256": ours.teacher.weights_sha256, "temperature": ours.temperature}
-    want = {"rows": full.num_rows, "classes": full.num_classes, "split": theirs.dataset.split,
-            "dataset fingerprint": theirs.dataset.fingerprint, "teacher": theirs.teacher.spec,
-            "teacher weights sha256": theirs.teacher.weights_sha256, "temperature": theirs.temperature}
-    differences = [f"{key}: store has {have[key]!r}, reference has {want[key]!r}" for key in have
-                   if have[key] != want[key]]
+    have = {
+        "rows": store.num_rows,
+        "classes": store.num_classes,
+        "split": ours.dataset.split,
+        "dataset fingerprint": ours.dataset.fingerprint,
+        "teacher": ours.teacher.spec,
+        "teacher weights sha256": ours.teacher.weights_sha256,
+        "temperature": ours.temperature,
+    }
+    want = {
+        "rows": full.num_rows,
+        "classes": full.num_classes,
+        "split": theirs.dataset.split,
+        "dataset fingerprint": theirs.dataset.fingerprint,
+        "teacher": theirs.teacher.spec,
+        "teacher weights sha256": theirs.teacher.weights_sha256,
+        "temperature": theirs.temperature,
+    }
+    differences = [
+        f"{key}: store has {have[key]!r}, reference has {want[key]!r}"
+        for key in have
+        if have[key] != want[key]
+    ]
     if differences:
-        raise StoreMismatchError(f"{full.location} is not a reference for {store.location} "
-                                 f"({'; '.join(differences)})")
+        raise StoreMismatchError(
+            f"{full.location} is not a reference for {store.location} ({'; '.join(differences)})"
+        )
 
 
 def _blocks(store: LabelStore, full: LabelStore | None) -> list[tuple[int, int]]:
@@ -170,8 +196,14 @@ class _Totals:
         self.bin_confidence = np.zeros(self.bins, dtype=np.float64)
         self.bin_correct = np.zeros(self.bins, dtype=np.float64)
 
-    def add(self, encoding: Encoding, fields: dict[str, np.ndarray], num_classes: int, targets: np.ndarray,
-            reference: np.ndarray | None) -> None:
+    def add(
+        self,
+        encoding: Encoding,
+        fields: dict[str, np.ndarray],
+        num_classes: int,
+        targets: np.ndarray,
+        reference: np.ndarray | None,
+    ) -> None:
         probs = encoding.reconstruct(fields, num_classes)
         predicted = probs.argmax(axis=1)
         confidence = probs.max(axis=1)
@@ -194,15 +226,22 @@ class _Totals:
     def teacher(self) -> dict[str, Any]:
         rows = max(1, self.rows)
         gaps = np.abs(self.bin_correct - self.bin_confidence)  # per bin: rows * |accuracy - confidence|
-        return {"accuracy": self.correct / rows, "mean_entropy": self.entropy / rows,
-                "mean_confidence": self.confidence / rows, "ece": float(gaps.sum()) / rows,
-                "ece_bins": self.bins}
+        return {
+            "accuracy": self.correct / rows,
+            "mean_entropy": self.entropy / rows,
+            "mean_confidence": self.confidence / rows,
+            "ece": float(gaps.sum()) / rows,
+            "ece_bins": self.bins,
+        }
 
     def fidelity(self) -> dict[str, Any]:
         rows = max(1, self.rows)
-        return {"mean_kl": self.kl / rows if math.isfinite(self.kl) else None,
-                "top1_agreement": self.agree / rows, "kept_mass": self.kept_mass / rows,
-                "total_variation": self.total_variation / rows}
+        return {
+            "mean_kl": self.kl / rows if math.isfinite(self.kl) else None,
+            "top1_agreement": self.agree / rows,
+            "kept_mass": self.kept_mass / rows,
+            "total_variation": self.total_variation / rows,
+        }
 
 
 def entropy(probs: np.ndarray) -> np.ndarray:

@@ -15,11 +15,23 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import zarr
 
-from softlabels.errors import IncompleteStoreError, InvalidArgumentError, StoreFormatError, StoreMismatchError, \
-    StoreNotFoundError
+from softlabels.errors import (
+    IncompleteStoreError,
+    InvalidArgumentError,
+    StoreFormatError,
+    StoreMismatchError,
+    StoreNotFoundError,
+)
 from softlabels.store.encodings import Encoding, encoding_from_params
-from softlabels.store.schema import ATTRIBUTE_KEY, FORMAT_VERSION, SHARDS_DONE_ARRAY, TARGETS_ARRAY, Layout, \
-    Provenance, StoreHeader
+from softlabels.store.schema import (
+    ATTRIBUTE_KEY,
+    FORMAT_VERSION,
+    SHARDS_DONE_ARRAY,
+    TARGETS_ARRAY,
+    Layout,
+    Provenance,
+    StoreHeader,
+)
 
 if TYPE_CHECKING:
     from softlabels.sources import DatasetSource
@@ -52,8 +64,9 @@ def read_header(location: str, *, refuse_foreign: bool = False) -> StoreHeader:
         refuse_foreign: phrase the error for a writer that found something else at ``location``.
     """
     if refuse_foreign and not (Path(location) / "zarr.json").exists():
-        raise StoreFormatError(f"{location} exists and is not a softlabels store; refusing to touch it "
-                               "(choose another --out)")
+        raise StoreFormatError(
+            f"{location} exists and is not a softlabels store; refusing to touch it (choose another --out)"
+        )
     group = _open_group(location)
     return StoreHeader.from_json(group.attrs.get(ATTRIBUTE_KEY), where=location)
 
@@ -109,7 +122,9 @@ class LabelStore:
         fields = {name: np.asarray(self._group[name][start:stop]) for name in self._field_names}
         if not raw:
             fields = self.encoding.decode(fields)
-        return LabelChunk(start, stop, fields, np.asarray(self._group[TARGETS_ARRAY][start:stop], dtype=np.int64))
+        return LabelChunk(
+            start, stop, fields, np.asarray(self._group[TARGETS_ARRAY][start:stop], dtype=np.int64)
+        )
 
     def read_chunk(self, chunk: int) -> LabelChunk:
         if not 0 <= chunk < self.num_chunks:
@@ -126,15 +141,28 @@ class LabelStore:
             StoreMismatchError: naming every property that differs.
         """
         stored = self.provenance.dataset
-        wanted = {"split": source.split, "number of samples": len(source), "number of classes": source.num_classes,
-                  "dataset fingerprint": source.fingerprint}
-        have = {"split": stored.split, "number of samples": stored.num_rows, "number of classes": stored.num_classes,
-                "dataset fingerprint": stored.fingerprint}
-        differences = [f"{key}: store has {have[key]!r}, data has {wanted[key]!r}" for key in wanted
-                       if have[key] != wanted[key]]
+        wanted = {
+            "split": source.split,
+            "number of samples": len(source),
+            "number of classes": source.num_classes,
+            "dataset fingerprint": source.fingerprint,
+        }
+        have = {
+            "split": stored.split,
+            "number of samples": stored.num_rows,
+            "number of classes": stored.num_classes,
+            "dataset fingerprint": stored.fingerprint,
+        }
+        differences = [
+            f"{key}: store has {have[key]!r}, data has {wanted[key]!r}"
+            for key in wanted
+            if have[key] != wanted[key]
+        ]
         if differences:
-            raise StoreMismatchError(f"{self.location} was made from other data than {source.spec} "
-                                     f"[{source.split}] ({'; '.join(differences)})")
+            raise StoreMismatchError(
+                f"{self.location} was made from other data than {source.spec} "
+                f"[{source.split}] ({'; '.join(differences)})"
+            )
 
     def bytes_on_disk(self) -> int | None:
         """Total size of the store's files, or None when it is not a local folder."""
@@ -165,6 +193,8 @@ def open_store(location: str | os.PathLike[str], *, allow_incomplete: bool = Fal
     store = _READERS[header.version](where, group, header)
     if not store.complete and not allow_incomplete:
         done = int(store.shards_done().sum())
-        raise IncompleteStoreError(f"{where} is incomplete ({done} of {header.layout.num_shards} shards written); "
-                                   "re-run the generate command to finish it")
+        raise IncompleteStoreError(
+            f"{where} is incomplete ({done} of {header.layout.num_shards} shards written); "
+            "re-run the generate command to finish it"
+        )
     return store

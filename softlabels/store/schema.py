@@ -134,12 +134,16 @@ class StoreHeader:
     def from_json(cls, document: Any, *, where: str) -> StoreHeader:
         """Parse the attribute document, refusing other formats and newer versions."""
         if not isinstance(document, dict) or document.get("format") != FORMAT_NAME:
-            raise StoreFormatError(f"{where} is a Zarr group but not a softlabels store (no '{ATTRIBUTE_KEY}' "
-                                   f"attribute with format '{FORMAT_NAME}')")
+            raise StoreFormatError(
+                f"{where} is a Zarr group but not a softlabels store (no '{ATTRIBUTE_KEY}' "
+                f"attribute with format '{FORMAT_NAME}')"
+            )
         version = document.get("version")
         if version != FORMAT_VERSION:
-            raise StoreFormatError(f"{where} has store format version {version}; this softlabels reads version "
-                                   f"{FORMAT_VERSION} (upgrade softlabels to read newer stores)")
+            raise StoreFormatError(
+                f"{where} has store format version {version}; this softlabels reads version "
+                f"{FORMAT_VERSION} (upgrade softlabels to read newer stores)"
+            )
         try:
             provenance = dict(document["provenance"])
             provenance["teacher"] = TeacherInfo(**provenance["teacher"])
@@ -147,7 +151,12 @@ class StoreHeader:
             dataset["class_names"] = tuple(dataset["class_names"])
             provenance["dataset"] = DatasetInfo(**dataset)
             provenance["derived_from"] = tuple(provenance.get("derived_from", ()))
-            return cls(layout=Layout(**document["layout"]), provenance=Provenance(**provenance),
-                       complete=bool(document["complete"]), format=document["format"], version=version)
+            return cls(
+                layout=Layout(**document["layout"]),
+                provenance=Provenance(**provenance),
+                complete=bool(document["complete"]),
+                format=document["format"],
+                version=version,
+            )
         except (KeyError, TypeError) as exc:
             raise StoreFormatError(f"{where} has a damaged softlabels header ({exc})") from exc

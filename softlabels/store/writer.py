@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import zarr
 
-from softlabels.errors import StoreMismatchError, StoreWriteError
+from softlabels.errors import StoreFormatError, StoreMismatchError, StoreWriteError
 from softlabels.store.codecs import checked_compressors
 from softlabels.store.encodings import Encoding, FieldSpec
 from softlabels.store.reader import read_header
@@ -37,8 +37,9 @@ class StoreWriter:
         self._group = zarr.open_group(str(path), mode="r+")
 
     @classmethod
-    def open(cls, path: str | os.PathLike[str], header: StoreHeader, encoding: Encoding, *,
-             overwrite: bool = False) -> StoreWriter:
+    def open(
+        cls, path: str | os.PathLike[str], header: StoreHeader, encoding: Encoding, *, overwrite: bool = False
+    ) -> StoreWriter:
         """Create the store at ``path``, or reopen it to resume when it was made with the same settings.
 
         Raises:
@@ -58,7 +59,7 @@ class StoreWriter:
 
     def shards_done(self) -> np.ndarray:
         """Boolean mask over shards, read from the store."""
-        return np.asarray(self._group[SHARDS_DONE_ARRAY][:], dtype=bool)
+        return np.asarray(self._array(SHARDS_DONE_ARRAY)[:], dtype=bool)
 
     def pending_shards(self) -> list[int]:
         return np.flatnonzero(~self.shards_done()).tolist()
@@ -67,9 +68,15 @@ class StoreWriter:
         """Write every row of ``shard`` and then record it as done."""
         start, stop = self.header.layout.shard_bounds(shard)
         for name, values in fields.items():
-            self._group[name][start:stop] = values
-        self._group[TARGETS_ARRAY][start:stop] = targets.astype(TARGETS_DTYPE, copy=False)
-        self._group[SHARDS_DONE_ARRAY][shard] = 1
+            self._array(name)[start:stop] = values
+        self._array(TARGETS_ARRAY)[start:stop] = targets.astype(TARGETS_DTYPE, copy=False)
+        self._array(SHARDS_DONE_ARRAY)[shard] = 1
+
+    def _array(self, name: str) -> zarr.Array[Any]:
+        array = self._group[name]
+        if not isinstance(array, zarr.Array):
+            raise StoreFormatError(f"{self.path}/{name} is a group, not an array")
+        return array
 
     def mark_complete(self) -> StoreHeader:
         """Flag the store complete once every shard is recorded; returns the final header."""
@@ -87,10 +94,13 @@ def _holds_anything(path: Path) -> bool:
 
 def _refuse_mismatch(existing: StoreHeader, wanted: StoreHeader, path: Path) -> None:
     old, new = existing.identity(), wanted.identity()
-    differences = [f"{key}: store has {old[key]!r}, this run has {new[key]!r}" for key in new if old[key] != new[key]]
+    differences = [
+        f"{key}: store has {old[key]!r}, this run has {new[key]!r}" for key in new if old[key] != new[key]
+    ]
     if differences:
-        raise StoreMismatchError(f"{path} was made with other settings ({'; '.join(differences)}); "
-                                 "pass --overwrite to replace it")
+        raise StoreMismatchError(
+            f"{path} was made with other settings ({'; '.join(differences)}); pass --overwrite to replace it"
+        )
 
 
 def _remove_store(path: Path) -> None:
@@ -121,11 +131,23 @@ def _create_layout(path: Path, header: StoreHeader, encoding: Encoding) -> None:
     group = zarr.open_group(str(path), mode="w-", attributes={ATTRIBUTE_KEY: header.to_json()})
     for spec in (*encoding.fields(layout.num_classes), FieldSpec(TARGETS_ARRAY, (), TARGETS_DTYPE)):
         _create_row_array(group, spec, layout.num_rows, layout.chunk_rows)
-    group.create_array(SHARDS_DONE_ARRAY, shape=(layout.num_shards,), chunks=(1,), dtype="uint8", fill_value=0,
-                       compressors=None)
+    group.create_array(
+        SHARDS_DONE_ARRAY,
+        shape=(layout.num_shards,),
+        chunks=(1,),
+        dtype="uint8",
+        fill_value=0,
+        compressors=None,
+    )
 
 
 def _create_row_array(group: Any, spec: FieldSpec, num_rows: int, chunk_rows: int) -> None:
-    group.create_array(spec.name, shape=(num_rows, *spec.row_shape), chunks=(chunk_rows, *spec.row_shape),
-                       dtype=spec.dtype, fill_value=0, compressors=checked_compressors(),
-                       dimension_names=spec.dimension_names())
+    group.create_array(
+        spec.name,
+        shape=(num_rows, *spec.row_shape),
+        chunks=(chunk_rows, *spec.row_shape),
+        dtype=spec.dtype,
+        fill_value=0,
+        compressors=checked_compressors(),
+        dimension_names=spec.dimension_names(),
+    )

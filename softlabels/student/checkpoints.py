@@ -206,7 +206,9 @@ def load_state(path: Path) -> TrainState | None:
     try:
         return TrainState(**loaded)
     except TypeError as exc:
-        raise RunDirectoryError(f"{path} is a damaged resume state ({exc}); pass --overwrite to start over") from exc
+        raise RunDirectoryError(
+            f"{path} is a damaged resume state ({exc}); pass --overwrite to start over"
+        ) from exc
 
 
 def _normalised(document: dict[str, Any]) -> dict[str, Any]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -12,7 +13,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-import zarr
 
 from softlabels.errors import StoreMismatchError, TeacherOutputError, WeightsError
 from softlabels.generation import GenerateConfig, generate
@@ -23,8 +23,16 @@ PLUGINS = Path(__file__).with_name("plugins_for_tests.py")
 
 
 def digits_config(out: Path, **overrides: object) -> GenerateConfig:
-    settings: dict[str, object] = dict(dataset="digits", teacher="cnn", random_weights=True, temperature=4.0,
-                                       out=str(out), chunk_rows=128, batch_size=100, progress=False)
+    settings: dict[str, object] = {
+        "dataset": "digits",
+        "teacher": "cnn",
+        "random_weights": True,
+        "temperature": 4.0,
+        "out": str(out),
+        "chunk_rows": 128,
+        "batch_size": 100,
+        "progress": False,
+    }
     settings.update(overrides)
     return GenerateConfig(**settings)  # type: ignore[arg-type]
 
@@ -46,22 +54,53 @@ def test_stored_rows_are_teacher_logits_over_t(tmp_path: Path, dtype: str, toler
     expected, targets = teacher_logits()
     store = open_store(tmp_path / "s.zarr")
     stored = store.read_all()
-    np.testing.assert_allclose(stored.fields["logits"].astype(np.float32), expected / 4.0, rtol=tolerance,
-                               atol=tolerance)
+    np.testing.assert_allclose(
+        stored.fields["logits"].astype(np.float32), expected / 4.0, rtol=tolerance, atol=tolerance
+    )
     np.testing.assert_array_equal(stored.targets, targets)
-    assert summary.num_rows == len(targets) == store.num_rows and summary.shards_written == store.layout.num_shards
+    assert (
+        summary.num_rows == len(targets) == store.num_rows
+        and summary.shards_written == store.layout.num_shards
+    )
     provenance = store.provenance
     assert provenance.temperature == 4.0 and provenance.dataset.split == "train"
-    assert provenance.teacher.num_parameters == sum(p.numel() for p in load_model(
-        "cnn", num_classes=10, in_channels=1, input_size=8, random_weights=True).module.parameters())
+    assert provenance.teacher.num_parameters == sum(
+        p.numel()
+        for p in load_model(
+            "cnn", num_classes=10, in_channels=1, input_size=8, random_weights=True
+        ).module.parameters()
+    )
     assert set(provenance.versions) >= {"softlabels", "torch", "zarr"}
 
 
 def test_plain_zarr_reads_a_generated_store(tmp_path: Path) -> None:
-    generate(digits_config(tmp_path / "s.zarr"))
-    group = zarr.open_group(str(tmp_path / "s.zarr"), mode="r")
-    assert group["logits"].shape == (1437, 10) and group["targets"].shape == (1437,)
-    assert group.attrs["softlabels"]["complete"] is True
+    generate(digits_config(tmp_path / "s.zarr", dtype="float32"))
+    expected, targets = teacher_logits()
+    # A separate interpreter that imports zarr and numpy only, as another team's reader would.
+    script = (
+        "import sys, json, numpy as np, zarr\n"
+        "g = zarr.open_group(sys.argv[1], mode='r')\n"
+        "meta = g.attrs['softlabels']\n"
+        "np.save(sys.argv[2], g['logits'][:] * meta['provenance']['temperature'])\n"
+        "np.save(sys.argv[3], g['targets'][:])\n"
+        "print(json.dumps([meta['format'], meta['version'], meta['complete'], 'softlabels' in sys.modules]))\n"
+    )
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            script,
+            str(tmp_path / "s.zarr"),
+            str(tmp_path / "l.npy"),
+            str(tmp_path / "t.npy"),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert json.loads(result.stdout) == ["softlabels.labels", 1, True, False]
+    np.testing.assert_allclose(np.load(tmp_path / "l.npy"), expected, rtol=1e-5, atol=1e-5)
+    np.testing.assert_array_equal(np.load(tmp_path / "t.npy"), targets)
 
 
 def test_rerun_of_complete_store_does_nothing(tmp_path: Path) -> None:
@@ -70,12 +109,15 @@ def test_rerun_of_complete_store_does_nothing(tmp_path: Path) -> None:
     assert again.shards_written == 0
 
 
-@pytest.mark.parametrize("change, message", [
-    ({"temperature": 2.0}, "temperature"),
-    ({"split": "test"}, "split"),
-    ({"teacher": "cnn-small"}, "teacher"),
-    ({"dtype": "float32"}, "format parameters"),
-])
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"temperature": 2.0}, "temperature"),
+        ({"split": "test"}, "split"),
+        ({"teacher": "cnn-small"}, "teacher"),
+        ({"dtype": "float32"}, "format parameters"),
+    ],
+)
 def test_mismatched_rerun_is_refused(tmp_path: Path, change: dict[str, object], message: str) -> None:
     generate(digits_config(tmp_path / "s.zarr"))
     with pytest.raises(StoreMismatchError, match=message):
@@ -103,18 +145,37 @@ def test_wrong_output_width(tmp_path: Path) -> None:
 
 
 def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
-    return subprocess.Popen([sys.executable, "-c", "from softlabels.cli import main; main()", *args],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={**os.environ, **(env or {})})
+    return subprocess.Popen(
+        [sys.executable, "-c", "from softlabels.cli import main; main()", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env={**os.environ, **(env or {})},
+    )
 
 
 def test_resume_after_kill_equals_uninterrupted_run(tmp_path: Path) -> None:
-    args = ["generate", "--dataset", "digits", "--teacher", f"{PLUGINS}:slow_linear", "--temperature", "3",
-            "--chunk-rows", "64", "--batch-size", "32"]
+    args = [
+        "generate",
+        "--dataset",
+        "digits",
+        "--teacher",
+        f"{PLUGINS}:slow_linear",
+        "--temperature",
+        "3",
+        "--chunk-rows",
+        "64",
+        "--batch-size",
+        "32",
+    ]
     killed = run_cli(*args, "--out", str(tmp_path / "a.zarr"), env={"SOFTLABELS_TEST_DELAY": "0.05"})
     done_array = tmp_path / "a.zarr" / "shards_done"
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
-        done = open_store(tmp_path / "a.zarr", allow_incomplete=True).shards_done() if done_array.exists() else []
+        done = (
+            open_store(tmp_path / "a.zarr", allow_incomplete=True).shards_done()
+            if done_array.exists()
+            else []
+        )
         if sum(done) >= 3:
             break
         time.sleep(0.05)
@@ -138,4 +199,6 @@ def test_random_weights_teacher_is_the_same_on_every_run(tmp_path: Path) -> None
         generate(digits_config(tmp_path / name, teacher="cnn-small"))
     first, second = open_store(tmp_path / "a.zarr"), open_store(tmp_path / "b.zarr")
     np.testing.assert_array_equal(first.read_all().fields["logits"], second.read_all().fields["logits"])
-    assert first.provenance.teacher.parameters_sha256 == second.provenance.teacher.parameters_sha256 is not None
+    assert (
+        first.provenance.teacher.parameters_sha256 == second.provenance.teacher.parameters_sha256 is not None
+    )

@@ -22,7 +22,7 @@ def write_image_folder(root: Path, per_class: int = 3, size: int = 16) -> Path:
     """Write ``root/{train,test}/<class>/<n>.png|jpg`` with distinct pixel content."""
     rng = np.random.default_rng(0)
     for split in ("train", "test"):
-        for class_index, class_name in enumerate(CLASSES):
+        for _class_index, class_name in enumerate(CLASSES):
             folder = root / split / class_name
             folder.mkdir(parents=True)
             for item in range(per_class):

@@ -10,8 +10,15 @@ import pytest
 import torch
 
 from softlabels.errors import InvalidArgumentError, UnknownNameError
-from softlabels.store import DatasetInfo, Layout, Provenance, StoreHeader, StoreWriter, TeacherInfo, \
-    open_store
+from softlabels.store import (
+    DatasetInfo,
+    Layout,
+    Provenance,
+    StoreHeader,
+    StoreWriter,
+    TeacherInfo,
+    open_store,
+)
 from softlabels.store.encodings import (
     VALUE_DTYPES,
     Encoding,
@@ -48,12 +55,12 @@ def dense_softmax(row: np.ndarray) -> np.ndarray:
 
 def test_bfloat16_rounds_to_nearest_even_like_torch() -> None:
     one = 1.0
-    halfway_down, halfway_up = one + 2.0 ** -8, one + 3 * 2.0 ** -8  # ties between bf16 neighbours
-    above_halfway = one + 2.0 ** -7 + 2.0 ** -9
+    halfway_down, halfway_up = one + 2.0**-8, one + 3 * 2.0**-8  # ties between bf16 neighbours
+    above_halfway = one + 2.0**-7 + 2.0**-9
     values = np.array([[halfway_down, halfway_up, above_halfway, -2.5e-3, 3.0e38]], dtype=np.float32)
     bits = float32_to_bfloat16_bits(values)
     assert bits.dtype == np.uint16
-    np.testing.assert_array_equal(bfloat16_bits_to_float32(bits)[0, :2], [1.0, one + 2.0 ** -6])
+    np.testing.assert_array_equal(bfloat16_bits_to_float32(bits)[0, :2], [1.0, one + 2.0**-6])
     expected = torch.from_numpy(values).to(torch.bfloat16).view(torch.int16).numpy().view(np.uint16)
     np.testing.assert_array_equal(bits, expected)
 
@@ -76,8 +83,9 @@ def test_int8_error_is_at_most_half_a_step(rows: np.ndarray) -> None:
     np.testing.assert_array_equal(constant, np.full((1, 4), 2.5, dtype=np.float32))
 
 
-@pytest.mark.parametrize("dtype, tolerance", [("float32", 0.0), ("float16", 5e-3), ("bfloat16", 4e-2),
-                                              ("int8", 4e-2)])
+@pytest.mark.parametrize(
+    "dtype, tolerance", [("float32", 0.0), ("float16", 5e-3), ("bfloat16", 4e-2), ("int8", 4e-2)]
+)
 def test_full_round_trip_decodes_to_float32(rows: np.ndarray, dtype: str, tolerance: float) -> None:
     encoding = FullEncoding(dtype)
     decoded = encoding.decode(encoding.encode(rows, 0))
@@ -92,8 +100,9 @@ def test_topk_keeps_largest_values_with_exact_normaliser(rows: np.ndarray) -> No
     encoding = TopKEncoding(3, "float32")
     stored = encoding.encode(rows, 0)
     assert stored["indices"].dtype == np.uint8 and stored["log_normalizer"].dtype == np.float32
-    for row, values, indices, normalizer in zip(rows, stored["values"], stored["indices"],
-                                                stored["log_normalizer"], strict=True):
+    for row, values, indices, normalizer in zip(
+        rows, stored["values"], stored["indices"], stored["log_normalizer"], strict=True
+    ):
         expected = np.argsort(-row, kind="stable")[:3]
         np.testing.assert_array_equal(indices, expected)
         np.testing.assert_array_equal(values, row[expected])
@@ -143,8 +152,9 @@ def test_topk_with_every_class_feeds_the_loss_like_full_logits(rows: np.ndarray)
     assert float(topk) == pytest.approx(float(full), rel=1e-5)
 
 
-@pytest.mark.parametrize("num_classes, dtype", [(2, "uint8"), (256, "uint8"), (257, "uint16"),
-                                                (65536, "uint16"), (65537, "int32")])
+@pytest.mark.parametrize(
+    "num_classes, dtype", [(2, "uint8"), (256, "uint8"), (257, "uint16"), (65536, "uint16"), (65537, "int32")]
+)
 def test_index_dtype_is_the_smallest_that_fits(num_classes: int, dtype: str) -> None:
     assert index_dtype(num_classes) == dtype
     assert {spec.name: spec.dtype for spec in TopKEncoding(1).fields(num_classes)}["indices"] == dtype
@@ -195,7 +205,7 @@ def test_sampled_layout_is_distinct_classes_first_then_zero_padding(rows: np.nda
 def test_sampled_draws_are_reproducible_and_independent_of_shard_boundaries(rows: np.ndarray) -> None:
     encoding = SampledEncoding(16, seed=5)
     whole = encoding.encode(rows, 1000)
-    pieces = [encoding.encode(rows[start:start + 64], 1000 + start) for start in range(0, len(rows), 64)]
+    pieces = [encoding.encode(rows[start : start + 64], 1000 + start) for start in range(0, len(rows), 64)]
     for name in whole:
         np.testing.assert_array_equal(np.concatenate([piece[name] for piece in pieces]), whole[name])
     np.testing.assert_array_equal(SampledEncoding(16, seed=5).encode(rows, 1000)["indices"], whole["indices"])
@@ -242,14 +252,29 @@ def test_stored_classes_masks(rows: np.ndarray) -> None:
 # ---- stores and refusals ---------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("encoding", [FullEncoding("int8"), FullEncoding("bfloat16"), TopKEncoding(3, "int8"),
-                                      TopKEncoding(3, "bfloat16"), SampledEncoding(5, seed=2)],
-                         ids=lambda e: f"{e.name}-{e.params()}")
+@pytest.mark.parametrize(
+    "encoding",
+    [
+        FullEncoding("int8"),
+        FullEncoding("bfloat16"),
+        TopKEncoding(3, "int8"),
+        TopKEncoding(3, "bfloat16"),
+        SampledEncoding(5, seed=2),
+    ],
+    ids=lambda e: f"{e.name}-{e.params()}",
+)
 def test_store_round_trip(tmp_path: Path, rows: np.ndarray, encoding: Encoding) -> None:
     layout = Layout(encoding.name, encoding.params(), len(rows), CLASSES, 64, 64)
-    provenance = Provenance(TeacherInfo("t", 1, None, None),
-                            DatasetInfo("d", "train", len(rows), CLASSES, tuple("abcdefg"), "0" * 64),
-                            1.0, "fp32", "test", {}, "", {})
+    provenance = Provenance(
+        TeacherInfo("t", 1, None, None),
+        DatasetInfo("d", "train", len(rows), CLASSES, tuple("abcdefg"), "0" * 64),
+        1.0,
+        "fp32",
+        "test",
+        {},
+        "",
+        {},
+    )
     header = StoreHeader(layout=layout, provenance=provenance)
     writer = StoreWriter.open(tmp_path / "s.zarr", header, encoding)
     for shard in writer.pending_shards():
@@ -275,16 +300,19 @@ def test_k_larger_than_the_classes_is_refused(rows: np.ndarray) -> None:
         encoding.encode(rows, 0)
 
 
-@pytest.mark.parametrize("name, params, message", [
-    ("topk", {"k": 0}, "--k must be >= 1"),
-    ("topk", {"k": 2.5}, "--k must be an integer"),
-    ("topk", {"k": 2, "dtype": "int4"}, "dtype 'int4' is not one of"),
-    ("sampled", {"samples": 0}, "--samples must be >= 1"),
-    ("sampled", {"samples": 4, "seed": -1}, "--seed must be in"),
-    ("sampled", {"samples": 4, "dtype": "int8"}, "--dtype int8 does not apply to format sampled"),
-    ("full", {"dtype": "float64"}, "dtype 'float64' is not one of"),
-    ("topk", {"samples": 3}, "bad parameters"),
-])
+@pytest.mark.parametrize(
+    "name, params, message",
+    [
+        ("topk", {"k": 0}, "--k must be >= 1"),
+        ("topk", {"k": 2.5}, "--k must be an integer"),
+        ("topk", {"k": 2, "dtype": "int4"}, "dtype 'int4' is not one of"),
+        ("sampled", {"samples": 0}, "--samples must be >= 1"),
+        ("sampled", {"samples": 4, "seed": -1}, "--seed must be in"),
+        ("sampled", {"samples": 4, "dtype": "int8"}, "--dtype int8 does not apply to format sampled"),
+        ("full", {"dtype": "float64"}, "dtype 'float64' is not one of"),
+        ("topk", {"samples": 3}, "bad parameters"),
+    ],
+)
 def test_impossible_arguments_are_refused(name: str, params: dict[str, object], message: str) -> None:
     with pytest.raises(InvalidArgumentError, match=message):
         encoding_from_params(name, params)

@@ -18,13 +18,29 @@ from softlabels.store.inspect import format_inspection, inspect_store
 ROWS, CLASSES = 150, 5
 
 
-def write_store(path: Path, encoding: Encoding, values: np.ndarray, targets: np.ndarray, *,
-                chunk_rows: int = 64, temperature: float = 2.0, complete: bool = True) -> Path:
+def write_store(
+    path: Path,
+    encoding: Encoding,
+    values: np.ndarray,
+    targets: np.ndarray,
+    *,
+    chunk_rows: int = 64,
+    temperature: float = 2.0,
+    complete: bool = True,
+) -> Path:
     layout = Layout(encoding.name, encoding.params(), len(values), values.shape[1], chunk_rows, chunk_rows)
-    provenance = Provenance(TeacherInfo("cnn", 10, "a" * 64, None),
-                            DatasetInfo("digits", "train", len(values), values.shape[1],
-                                        tuple(map(str, range(values.shape[1]))), "f" * 64),
-                            temperature, "fp32", "test", {}, "", {})
+    provenance = Provenance(
+        TeacherInfo("cnn", 10, "a" * 64, None),
+        DatasetInfo(
+            "digits", "train", len(values), values.shape[1], tuple(map(str, range(values.shape[1]))), "f" * 64
+        ),
+        temperature,
+        "fp32",
+        "test",
+        {},
+        "",
+        {},
+    )
     header = StoreHeader(layout=layout, provenance=provenance)
     writer = StoreWriter.open(path, header, encoding)
     shards = writer.pending_shards() if complete else writer.pending_shards()[:1]
@@ -131,16 +147,21 @@ def test_sampled_fidelity_has_infinite_kl(tmp_path: Path, data: tuple[np.ndarray
     report = inspect_store(write_store(tmp_path / "s.zarr", encoding, values, targets), reference)
     stored = encoding.encode(values, 0)
     exact = softmax_rows(values)
-    kept_mass = np.mean([sum(p[c] for c, n in zip(ix, counts, strict=True) if n > 0)
-                         for p, ix, counts in zip(exact, stored["indices"], stored["counts"], strict=True)])
+    kept_mass = np.mean(
+        [
+            sum(p[c] for c, n in zip(ix, counts, strict=True) if n > 0)
+            for p, ix, counts in zip(exact, stored["indices"], stored["counts"], strict=True)
+        ]
+    )
     assert report["reference"]["mean_kl"] is None
     assert report["reference"]["kept_mass"] == pytest.approx(kept_mass)
     assert "infinite" in format_inspection(report) and "sampled" in report["note"]
     json.dumps(report, allow_nan=False)
 
 
-def test_small_work_blocks_give_the_same_report(tmp_path: Path, data: tuple[np.ndarray, np.ndarray],
-                                                monkeypatch: pytest.MonkeyPatch) -> None:
+def test_small_work_blocks_give_the_same_report(
+    tmp_path: Path, data: tuple[np.ndarray, np.ndarray], monkeypatch: pytest.MonkeyPatch
+) -> None:
     values, targets = data
     reference = write_store(tmp_path / "f.zarr", FullEncoding("float32"), values, targets, chunk_rows=50)
     store = write_store(tmp_path / "t.zarr", TopKEncoding(3, "int8"), values, targets, chunk_rows=64)

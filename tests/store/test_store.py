@@ -9,10 +9,23 @@ import numpy as np
 import pytest
 import zarr
 
-from softlabels.errors import IncompleteStoreError, StoreFormatError, StoreMismatchError, StoreNotFoundError, \
-    StoreWriteError
-from softlabels.store import DatasetInfo, FullEncoding, Layout, Provenance, StoreHeader, StoreWriter, TeacherInfo, \
-    open_store
+from softlabels.errors import (
+    IncompleteStoreError,
+    StoreFormatError,
+    StoreMismatchError,
+    StoreNotFoundError,
+    StoreWriteError,
+)
+from softlabels.store import (
+    DatasetInfo,
+    FullEncoding,
+    Layout,
+    Provenance,
+    StoreHeader,
+    StoreWriter,
+    TeacherInfo,
+    open_store,
+)
 from softlabels.store.info import describe_store, format_description
 
 ROWS, CLASSES, CHUNK = 300, 7, 64
@@ -22,13 +35,22 @@ def make_header(temperature: float = 2.0, fingerprint: str = "f" * 64, dtype: st
     layout = Layout("full", {"dtype": dtype}, ROWS, CLASSES, CHUNK, CHUNK)
     provenance = Provenance(
         teacher=TeacherInfo("cnn", 1234, "a" * 64, "/w.pt"),
-        dataset=DatasetInfo("digits", "train", ROWS, CLASSES, tuple(f"c{i}" for i in range(CLASSES)), fingerprint),
-        temperature=temperature, precision="fp32", command="test", config={}, created="2026-01-01T00:00:00+00:00",
-        versions={"softlabels": "test"})
+        dataset=DatasetInfo(
+            "digits", "train", ROWS, CLASSES, tuple(f"c{i}" for i in range(CLASSES)), fingerprint
+        ),
+        temperature=temperature,
+        precision="fp32",
+        command="test",
+        config={},
+        created="2026-01-01T00:00:00+00:00",
+        versions={"softlabels": "test"},
+    )
     return StoreHeader(layout=layout, provenance=provenance)
 
 
-def write_all(path: Path, values: np.ndarray, targets: np.ndarray, header: StoreHeader | None = None) -> StoreWriter:
+def write_all(
+    path: Path, values: np.ndarray, targets: np.ndarray, header: StoreHeader | None = None
+) -> StoreWriter:
     header = header or make_header()
     encoding = FullEncoding(header.layout.encoding_params["dtype"])
     writer = StoreWriter.open(path, header, encoding)
@@ -94,12 +116,16 @@ def test_resume_writes_only_missing_shards(tmp_path: Path, rows: tuple[np.ndarra
         resumed.mark_complete()
 
 
-def test_mismatched_settings_refused_then_overwritten(tmp_path: Path, rows: tuple[np.ndarray, np.ndarray]) -> None:
+def test_mismatched_settings_refused_then_overwritten(
+    tmp_path: Path, rows: tuple[np.ndarray, np.ndarray]
+) -> None:
     values, targets = rows
     write_all(tmp_path / "s.zarr", values, targets)
     with pytest.raises(StoreMismatchError, match="temperature: store has 2.0, this run has 3.0"):
         StoreWriter.open(tmp_path / "s.zarr", make_header(temperature=3.0), FullEncoding())
-    writer = StoreWriter.open(tmp_path / "s.zarr", make_header(temperature=3.0), FullEncoding(), overwrite=True)
+    writer = StoreWriter.open(
+        tmp_path / "s.zarr", make_header(temperature=3.0), FullEncoding(), overwrite=True
+    )
     assert writer.pending_shards() == [0, 1, 2, 3, 4]
     assert not open_store(tmp_path / "s.zarr", allow_incomplete=True).complete
 

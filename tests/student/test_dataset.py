@@ -224,7 +224,7 @@ def test_without_a_store_yields_hard_labels_in_the_same_kind_of_order(digits_tra
     dataset = SoftLabelDataset(None, digits_train, seed=3)
     assert dataset.encoding_name is None and dataset.in_memory
     seen = []
-    for inputs, labels, targets in DataLoader(dataset, batch_size=100, num_workers=2):
+    for _inputs, labels, targets in DataLoader(dataset, batch_size=100, num_workers=2):
         assert labels.shape == (len(targets), 0)
         seen += targets.tolist()
     assert Counter(seen) == Counter(

@@ -35,11 +35,11 @@ def softmax(row: np.ndarray) -> np.ndarray:
 
 
 def kl(p: np.ndarray, q: np.ndarray) -> float:
-    return sum(float(pi * math.log(pi / qi)) for pi, qi in zip(p, q) if pi > 0)
+    return sum(float(pi * math.log(pi / qi)) for pi, qi in zip(p, q, strict=False) if pi > 0)
 
 
 def hard_ce(student: np.ndarray, targets: np.ndarray) -> float:
-    return float(np.mean([-math.log(softmax(row)[t]) for row, t in zip(student, targets)]))
+    return float(np.mean([-math.log(softmax(row)[t]) for row, t in zip(student, targets, strict=False)]))
 
 
 def mix(kd_rows: list[float], student: np.ndarray, targets: np.ndarray | None, alpha: float) -> float:
@@ -52,7 +52,7 @@ def mix(kd_rows: list[float], student: np.ndarray, targets: np.ndarray | None, a
 def ref_kd(
     student: np.ndarray, stored: np.ndarray, targets: np.ndarray | None, t: float, alpha: float
 ) -> float:
-    rows = [t * t * kl(softmax(r), softmax(s / t)) for s, r in zip(student, stored)]
+    rows = [t * t * kl(softmax(r), softmax(s / t)) for s, r in zip(student, stored, strict=False)]
     return mix(rows, student, targets, alpha)
 
 
@@ -60,8 +60,8 @@ def ref_topk_uniform(
     student: np.ndarray, values: np.ndarray, indices: np.ndarray, lognorm: np.ndarray, t: float
 ) -> float:
     rows = []
-    for s, vals, idx, z in zip(student, values, indices, lognorm):
-        kept = {int(c): math.exp(v - z) for v, c in zip(vals, idx)}
+    for s, vals, idx, z in zip(student, values, indices, lognorm, strict=False):
+        kept = {int(c): math.exp(v - z) for v, c in zip(vals, idx, strict=False)}
         residual = max(0.0, 1.0 - sum(kept.values()))
         others = CLASSES - len(kept)
         p = np.array([kept.get(c, residual / others if others else 0.0) for c in range(CLASSES)])
@@ -71,7 +71,7 @@ def ref_topk_uniform(
 
 def ref_topk_renormalize(student: np.ndarray, values: np.ndarray, indices: np.ndarray, t: float) -> float:
     rows = []
-    for s, vals, idx in zip(student, values, indices):
+    for s, vals, idx in zip(student, values, indices, strict=False):
         p = np.exp(vals) / np.exp(vals).sum()
         q_full = softmax(s / t)
         q = np.array([q_full[c] for c in idx])
@@ -81,9 +81,9 @@ def ref_topk_renormalize(student: np.ndarray, values: np.ndarray, indices: np.nd
 
 def ref_sampled(student: np.ndarray, indices: np.ndarray, counts: np.ndarray, t: float) -> float:
     rows = []
-    for s, idx, cnt in zip(student, indices, counts):
+    for s, idx, cnt in zip(student, indices, counts, strict=False):
         dense = np.zeros(CLASSES)
-        for c, n in zip(idx, cnt):
+        for c, n in zip(idx, cnt, strict=False):
             if n > 0:
                 dense[c] += n
         p = dense / dense.sum()
@@ -132,7 +132,7 @@ def test_kd_loss_matches_dense_reference(gen: torch.Generator, temperature: floa
 def test_kd_loss_scales_the_kl_by_temperature_squared(gen: torch.Generator) -> None:
     student, teacher = logits(gen), logits(gen)
     for t in (1.0, 4.0):
-        kls = [kl(softmax(z / t), softmax(s / t)) for s, z in zip(student.numpy(), teacher.numpy())]
+        kls = [kl(softmax(z / t), softmax(s / t)) for s, z in zip(student.numpy(), teacher.numpy(), strict=False)]
         loss = kd_loss(student, teacher / t, temperature=t)
         assert close(loss, t**2 * float(np.mean(kls)))
 
