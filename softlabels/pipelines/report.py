@@ -110,6 +110,7 @@ class PipelineReport:
         source: The pipeline file (or the built-in default).
         output: The output folder.
         dataset: The dataset spec the stages used.
+        val_split: The split every accuracy is measured on.
         device: The device the stages ran on.
         data: The unpacking of ``dataset.archive`` (None without one).
         seconds: Wall time of the whole run.
@@ -120,6 +121,7 @@ class PipelineReport:
     source: str
     output: str
     dataset: str
+    val_split: str
     device: str
     data: StageResult | None
     teacher: TeacherResult
@@ -177,11 +179,12 @@ def format_table(report: PipelineReport) -> str:
         for row in rows
     ]
     lines.insert(1, "  ".join("-" * width for width in widths))
-    header = f"Pipeline {report.name} ({report.source}) on {report.dataset}, device {report.device}"
+    header = (f"Pipeline {report.name} ({report.source}): {report.dataset}, accuracy on split "
+              f"{report.val_split!r}, device {report.device}")
     by_name = {student.name: student for student in report.students}
     verdicts = [
-        f"KD student {name}: {_percent(by_name[name].accuracy)} vs baseline {gain['baseline']}: "
-        f"{_percent(by_name[gain['baseline']].accuracy)} ({gain['points']:+.2f} points)"
+        f"Distillation: {name} {_percent(by_name[name].accuracy)} vs {gain['baseline']} "
+        f"{_percent(by_name[gain['baseline']].accuracy)} on hard labels: {gain['points']:+.2f} points"
         for name, gain in report.gains().items()
     ]
     files = f"Report: {Path(report.output) / REPORT_JSON}, plot: {Path(report.output) / REPORT_PNG}"
@@ -220,7 +223,7 @@ def plot_report(report: PipelineReport, path: Path) -> None:
                      label=f"teacher ({teacher.model}): {_percent(teacher.accuracy)}")
         axes.set_xlabel("epoch")
         axes.set_ylabel("validation accuracy")
-        axes.set_title(f"{report.name}: students vs teacher on {report.dataset}")
+        axes.set_title(f"pipeline {report.name}: {report.dataset} [{report.val_split}]")
         axes.grid(alpha=0.3)
         axes.legend(loc="lower right", fontsize="small")
         buffer = _png_bytes(figure)

@@ -106,6 +106,7 @@ def run_pipeline(
         source=spec.source,
         output=spec.output,
         dataset=spec.dataset.source_spec,
+        val_split=spec.dataset.val_split,
         device=str(device),
         data=data,
         teacher=teacher,
@@ -250,7 +251,7 @@ def _teacher_stage(plan: _Plan, device: torch.device, say: _Speaker) -> TeacherR
             accuracy, status = _evaluate_teacher(spec, plan.teacher_weights, device)
         return TeacherResult(spec.teacher.model, plan.teacher_weights, accuracy, (),
                              StageResult(status, time.perf_counter() - started))
-    say(f"stage teacher: training {spec.teacher.model} for {plan.teacher.epochs} epochs in {plan.teacher.out}")
+    say(f"stage teacher: {spec.teacher.model}, {plan.teacher.epochs} epochs, in {plan.teacher.out}")
     with _stage("teacher"):
         summary = train_teacher(plan.teacher)
     return TeacherResult(spec.teacher.model, summary.final_weights, summary.final_val_accuracy, _curve(summary),
@@ -260,7 +261,7 @@ def _teacher_stage(plan: _Plan, device: torch.device, say: _Speaker) -> TeacherR
 def _generate_stage(plan: _Plan, say: _Speaker) -> StoreResult:
     config = plan.generate
     started = time.perf_counter()
-    say(f"stage generate: soft labels at T={config.temperature:g} into {config.out}")
+    say(f"stage generate: {config.teacher} soft labels at T={config.temperature:g} into {config.out}")
     with _stage("generate"):
         try:
             summary = generate(config)
@@ -282,8 +283,8 @@ def _generate_stage(plan: _Plan, say: _Speaker) -> StoreResult:
 
 def _student_stage(student: StudentSpec, config: TrainConfig, store: StoreResult, say: _Speaker) -> StudentResult:
     started = time.perf_counter()
-    method = "distilled from the store" if student.kd else "on hard labels"
-    say(f"stage students.{student.name}: training {student.model} {method} for {student.epochs} epochs")
+    method = "distilled from the store" if student.kd else "hard labels only"
+    say(f"stage students.{student.name}: {student.model}, {student.epochs} epochs, {method}, in {config.out}")
     with _stage(f"students.{student.name}"):
         summary = train_student(config)
     return StudentResult(

@@ -225,7 +225,7 @@ def load_pipeline(
     """
     if path is None:
         text = resources.files(__package__).joinpath(DEFAULT_PIPELINE).read_text(encoding="utf-8")
-        source, stem = f"{DEFAULT_PIPELINE} (built-in default)", Path(DEFAULT_PIPELINE).stem
+        source, stem = f"built-in {DEFAULT_PIPELINE}", Path(DEFAULT_PIPELINE).stem
     else:
         source, stem = str(path), Path(path).stem
         try:

@@ -22,6 +22,7 @@ from softlabels.errors import (
     StoreMismatchError,
     StoreNotFoundError,
 )
+from softlabels.store.arrays import ArrayHandles
 from softlabels.store.encodings import Encoding, encoding_from_params
 from softlabels.store.schema import (
     ATTRIBUTE_KEY,
@@ -78,7 +79,7 @@ class LabelStore:
         self.location = location
         self.header = header
         self.encoding: Encoding = encoding_from_params(header.layout.encoding, header.layout.encoding_params)
-        self._group = group
+        self._arrays = ArrayHandles(group, location)
         self._field_names = tuple(spec.name for spec in self.encoding.fields(header.layout.num_classes))
 
     @property
@@ -110,7 +111,7 @@ class LabelStore:
         return self.header.complete
 
     def shards_done(self) -> np.ndarray:
-        return np.asarray(self._group[SHARDS_DONE_ARRAY][:], dtype=bool)
+        return np.asarray(self._arrays[SHARDS_DONE_ARRAY][:], dtype=bool)
 
     def read_rows(self, start: int, stop: int, *, raw: bool = False) -> LabelChunk:
         """Read rows ``[start, stop)``; callers pass chunk boundaries so no chunk is decoded twice.
@@ -119,11 +120,11 @@ class LabelStore:
         """
         if not 0 <= start <= stop <= self.num_rows:
             raise InvalidArgumentError(f"rows [{start}, {stop}) are outside the store's {self.num_rows} rows")
-        fields = {name: np.asarray(self._group[name][start:stop]) for name in self._field_names}
+        fields = {name: np.asarray(self._arrays[name][start:stop]) for name in self._field_names}
         if not raw:
             fields = self.encoding.decode(fields)
         return LabelChunk(
-            start, stop, fields, np.asarray(self._group[TARGETS_ARRAY][start:stop], dtype=np.int64)
+            start, stop, fields, np.asarray(self._arrays[TARGETS_ARRAY][start:stop], dtype=np.int64)
         )
 
     def read_chunk(self, chunk: int) -> LabelChunk:

@@ -18,7 +18,8 @@ from typing import Any
 import numpy as np
 import zarr
 
-from softlabels.errors import StoreFormatError, StoreMismatchError, StoreWriteError
+from softlabels.errors import StoreMismatchError, StoreWriteError
+from softlabels.store.arrays import ArrayHandles
 from softlabels.store.codecs import checked_compressors
 from softlabels.store.encodings import Encoding, FieldSpec
 from softlabels.store.reader import read_header
@@ -35,6 +36,7 @@ class StoreWriter:
         self.header = header
         self.encoding = encoding
         self._group = zarr.open_group(str(path), mode="r+")
+        self._arrays = ArrayHandles(self._group, str(path))
 
     @classmethod
     def open(
@@ -59,7 +61,7 @@ class StoreWriter:
 
     def shards_done(self) -> np.ndarray:
         """Boolean mask over shards, read from the store."""
-        return np.asarray(self._array(SHARDS_DONE_ARRAY)[:], dtype=bool)
+        return np.asarray(self._arrays[SHARDS_DONE_ARRAY][:], dtype=bool)
 
     def pending_shards(self) -> list[int]:
         return np.flatnonzero(~self.shards_done()).tolist()
@@ -68,15 +70,9 @@ class StoreWriter:
         """Write every row of ``shard`` and then record it as done."""
         start, stop = self.header.layout.shard_bounds(shard)
         for name, values in fields.items():
-            self._array(name)[start:stop] = values
-        self._array(TARGETS_ARRAY)[start:stop] = targets.astype(TARGETS_DTYPE, copy=False)
-        self._array(SHARDS_DONE_ARRAY)[shard] = 1
-
-    def _array(self, name: str) -> zarr.Array[Any]:
-        array = self._group[name]
-        if not isinstance(array, zarr.Array):
-            raise StoreFormatError(f"{self.path}/{name} is a group, not an array")
-        return array
+            self._arrays[name][start:stop] = values
+        self._arrays[TARGETS_ARRAY][start:stop] = targets.astype(TARGETS_DTYPE, copy=False)
+        self._arrays[SHARDS_DONE_ARRAY][shard] = 1
 
     def mark_complete(self) -> StoreHeader:
         """Flag the store complete once every shard is recorded; returns the final header."""
