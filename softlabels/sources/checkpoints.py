@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import io
 import os
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -14,6 +13,7 @@ import torch
 from torch import nn
 
 from softlabels.errors import WeightsError
+from softlabels.files import write_bytes_atomically
 from softlabels.sources.plugins import first_line
 
 __all__ = ["CHECKPOINT_FORMAT", "CHECKPOINT_VERSION", "apply_weights", "read_weights", "save_checkpoint"]
@@ -189,19 +189,8 @@ def _check_plain(value: Any, where: str) -> None:
 
 def _write_atomically(path: Path, data: bytes) -> None:
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        write_bytes_atomically(path, data)
     except OSError as exc:
-        raise WeightsError(f"cannot write checkpoint '{path}': {exc.strerror or first_line(exc)}") from exc
-    try:
-        os.chmod(temporary, 0o644)  # mkstemp creates 0600; a checkpoint is meant to be shared
-        with os.fdopen(handle, "wb") as stream:
-            stream.write(data)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(temporary, path)
-    except OSError as exc:
-        Path(temporary).unlink(missing_ok=True)
         raise WeightsError(f"cannot write checkpoint '{path}': {exc.strerror or first_line(exc)}") from exc
 
 

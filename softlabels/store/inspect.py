@@ -27,6 +27,7 @@ import numpy as np
 import zarr
 
 from softlabels.errors import InvalidArgumentError, StoreFormatError, StoreMismatchError
+from softlabels.files import differences
 from softlabels.store.encodings import Encoding
 from softlabels.store.reader import LabelStore, open_store
 
@@ -126,14 +127,10 @@ def _check_reference(store: LabelStore, full: LabelStore) -> None:
         "teacher weights sha256": theirs.teacher.weights_sha256,
         "temperature": theirs.temperature,
     }
-    differences = [
-        f"{key}: store has {have[key]!r}, reference has {want[key]!r}"
-        for key in have
-        if have[key] != want[key]
-    ]
-    if differences:
+    found = differences(have, want, have_name="store", want_name="reference")
+    if found:
         raise StoreMismatchError(
-            f"{full.location} is not a reference for {store.location} ({'; '.join(differences)})"
+            f"{full.location} is not a reference for {store.location} ({'; '.join(found)})"
         )
 
 

@@ -22,6 +22,7 @@ from softlabels.errors import (
     StoreMismatchError,
     StoreNotFoundError,
 )
+from softlabels.files import differences
 from softlabels.store.arrays import ArrayHandles
 from softlabels.store.encodings import Encoding, encoding_from_params
 from softlabels.store.schema import (
@@ -154,15 +155,11 @@ class LabelStore:
             "number of classes": stored.num_classes,
             "dataset fingerprint": stored.fingerprint,
         }
-        differences = [
-            f"{key}: store has {have[key]!r}, data has {wanted[key]!r}"
-            for key in wanted
-            if have[key] != wanted[key]
-        ]
-        if differences:
+        found = differences(have, wanted, have_name="store", want_name="data")
+        if found:
             raise StoreMismatchError(
                 f"{self.location} was made from other data than {source.spec} "
-                f"[{source.split}] ({'; '.join(differences)})"
+                f"[{source.split}] ({'; '.join(found)})"
             )
 
     def bytes_on_disk(self) -> int | None:

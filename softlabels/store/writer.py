@@ -19,6 +19,7 @@ import numpy as np
 import zarr
 
 from softlabels.errors import StoreMismatchError, StoreWriteError
+from softlabels.files import differences
 from softlabels.store.arrays import ArrayHandles
 from softlabels.store.codecs import checked_compressors
 from softlabels.store.encodings import Encoding, FieldSpec
@@ -89,13 +90,10 @@ def _holds_anything(path: Path) -> bool:
 
 
 def _refuse_mismatch(existing: StoreHeader, wanted: StoreHeader, path: Path) -> None:
-    old, new = existing.identity(), wanted.identity()
-    differences = [
-        f"{key}: store has {old[key]!r}, this run has {new[key]!r}" for key in new if old[key] != new[key]
-    ]
-    if differences:
+    found = differences(existing.identity(), wanted.identity(), have_name="store", want_name="this run")
+    if found:
         raise StoreMismatchError(
-            f"{path} was made with other settings ({'; '.join(differences)}); pass --overwrite to replace it"
+            f"{path} was made with other settings ({'; '.join(found)}); pass --overwrite to replace it"
         )
 
 

@@ -12,8 +12,6 @@ import contextlib
 import fcntl
 import io
 import json
-import os
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +20,7 @@ from typing import Any
 import torch
 
 from softlabels.errors import RunDirectoryError
+from softlabels.files import write_bytes_atomically
 
 __all__ = [
     "LOCK_NAME",
@@ -94,17 +93,8 @@ def write_atomically(path: Path, data: bytes) -> None:
         RunDirectoryError: The file cannot be written (the ``--out`` folder is not writable).
     """
     try:
-        handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        write_bytes_atomically(path, data)
     except OSError as exc:
-        raise RunDirectoryError(f"cannot write {path}: {exc.strerror or exc}") from exc
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            stream.write(data)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(temporary, path)
-    except OSError as exc:
-        Path(temporary).unlink(missing_ok=True)
         raise RunDirectoryError(f"cannot write {path}: {exc.strerror or exc}") from exc
 
 
