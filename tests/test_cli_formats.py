@@ -4,21 +4,17 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from synthetic_stores import write_synthetic_store
 
 from softlabels.cli import commands  # noqa: F401  (attaches the commands)
-from softlabels.cli.main import cli, main
+from softlabels.cli.main import cli
 from softlabels.store import (
-    DatasetInfo,
     FullEncoding,
-    Layout,
-    Provenance,
-    StoreHeader,
-    StoreWriter,
-    TeacherInfo,
     open_store,
 )
 
@@ -30,28 +26,9 @@ def full_store(tmp_path: Path) -> Path:
     rng = np.random.default_rng(2)
     values = rng.normal(0.0, 2.0, (ROWS, CLASSES)).astype(np.float32)
     targets = values.argmax(axis=1)
-    encoding = FullEncoding("float32")
-    layout = Layout("full", encoding.params(), ROWS, CLASSES, 32, 32)
-    provenance = Provenance(TeacherInfo("cnn", 5, None, None),
-                            DatasetInfo("digits", "train", ROWS, CLASSES, tuple("abcdef"), "e" * 64),
-                            2.0, "fp32", "softlabels generate ...", {}, "2026-01-01T00:00:00+00:00", {})
-    path = tmp_path / "full.zarr"
-    writer = StoreWriter.open(path, StoreHeader(layout=layout, provenance=provenance), encoding)
-    for shard in writer.pending_shards():
-        start, stop = layout.shard_bounds(shard)
-        writer.write_shard(shard, encoding.encode(values[start:stop], start), targets[start:stop])
-    writer.mark_complete()
-    return path
-
-
-def run_main(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
-             *args: str) -> tuple[int, str]:
-    """Run the console entry point as a user would and return its exit code and stderr."""
-    monkeypatch.setattr("sys.argv", ["softlabels", *args])
-    with pytest.raises(SystemExit) as exited:
-        main()
-    code = exited.value.code
-    return code if isinstance(code, int) else 1, capsys.readouterr().err
+    return write_synthetic_store(
+        tmp_path / "full.zarr", FullEncoding("float32"), values, targets, chunk_rows=32
+    )
 
 
 def test_help_lists_the_commands() -> None:
@@ -63,8 +40,22 @@ def test_help_lists_the_commands() -> None:
 
 def test_convert_then_inspect(full_store: Path, tmp_path: Path) -> None:
     out = tmp_path / "topk.zarr"
-    result = CliRunner().invoke(cli, ["convert", str(full_store), str(out), "--to", "topk", "--k", "2",
-                                      "--dtype", "int8", "--workers", "2"])
+    result = CliRunner().invoke(
+        cli,
+        [
+            "convert",
+            str(full_store),
+            str(out),
+            "--to",
+            "topk",
+            "--k",
+            "2",
+            "--dtype",
+            "int8",
+            "--workers",
+            "2",
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert f"Converted {full_store} to {out}: topk {{'k': 2, 'dtype': 'int8'}}" in result.output
     store = open_store(out)
@@ -85,40 +76,57 @@ def test_convert_then_inspect(full_store: Path, tmp_path: Path) -> None:
 
 def test_convert_to_sampled(full_store: Path, tmp_path: Path) -> None:
     out = tmp_path / "s.zarr"
-    result = CliRunner().invoke(cli, ["convert", str(full_store), str(out), "--to", "sampled",
-                                      "--samples", "9", "--seed", "4", "--scheduler", "synchronous"])
+    result = CliRunner().invoke(
+        cli,
+        [
+            "convert",
+            str(full_store),
+            str(out),
+            "--to",
+            "sampled",
+            "--samples",
+            "9",
+            "--seed",
+            "4",
+            "--scheduler",
+            "synchronous",
+        ],
+    )
     assert result.exit_code == 0, result.output
     counts = open_store(out).read_all().fields["counts"]
     assert (counts.sum(axis=1) == 9).all()
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--to", "topk", "--k", "7"], "error: --k 7 exceeds the number of classes (6); choose 1 <= k <= 6"),
-    (["--to", "sampled", "--samples", "0"], "error: --samples must be >= 1, got 0"),
-    (["--to", "sampled"], "error: --to sampled needs --samples"),
-    (["--to", "full", "--k", "2"], "error: --k applies only to --to topk"),
-])
-def test_convert_refusals_are_one_line_errors(full_store: Path, tmp_path: Path,
-                                              monkeypatch: pytest.MonkeyPatch,
-                                              capsys: pytest.CaptureFixture[str], args: list[str],
-                                              message: str) -> None:
-    code, err = run_main(monkeypatch, capsys, "convert", str(full_store), str(tmp_path / "x.zarr"), *args)
-    assert code == 1 and err.strip() == message
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--to", "topk", "--k", "7"], "error: --k 7 exceeds the number of classes (6); choose 1 <= k <= 6"),
+        (["--to", "sampled", "--samples", "0"], "error: --samples must be >= 1, got 0"),
+        (["--to", "sampled"], "error: --to sampled needs --samples"),
+        (["--to", "full", "--k", "2"], "error: --k applies only to --to topk"),
+    ],
+)
+def test_convert_refusals_are_one_line_errors(
+    full_store: Path,
+    tmp_path: Path,
+    softlabels_main: Any,
+    args: list[str],
+    message: str,
+) -> None:
+    result = softlabels_main("convert", str(full_store), str(tmp_path / "x.zarr"), *args)
+    assert result.exit_code == 1 and result.stderr.strip() == message
     assert not (tmp_path / "x.zarr").exists()
 
 
-def test_unknown_format_is_a_usage_error(full_store: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                         capsys: pytest.CaptureFixture[str]) -> None:
-    code, err = run_main(monkeypatch, capsys, "convert", str(full_store), str(tmp_path / "x.zarr"),
-                         "--to", "dense")
-    assert code == 2 and "'dense' is not one of 'full', 'topk', 'sampled'" in err
+def test_unknown_format_is_a_usage_error(full_store: Path, tmp_path: Path, softlabels_main: Any) -> None:
+    result = softlabels_main("convert", str(full_store), str(tmp_path / "x.zarr"), "--to", "dense")
+    assert result.exit_code == 2 and "'dense' is not one of 'full', 'topk', 'sampled'" in result.stderr
 
 
-def test_inspect_refusals(full_store: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                          capsys: pytest.CaptureFixture[str]) -> None:
-    code, err = run_main(monkeypatch, capsys, "inspect", str(tmp_path / "missing.zarr"))
-    assert code == 1 and err.startswith("error: no label store at")
+def test_inspect_refusals(full_store: Path, tmp_path: Path, softlabels_main: Any) -> None:
+    result = softlabels_main("inspect", str(tmp_path / "missing.zarr"))
+    assert result.exit_code == 1 and result.stderr.startswith("error: no label store at")
     sampled = tmp_path / "s.zarr"
     CliRunner().invoke(cli, ["convert", str(full_store), str(sampled), "--to", "sampled", "--samples", "3"])
-    code, err = run_main(monkeypatch, capsys, "inspect", str(full_store), "--reference", str(sampled))
-    assert code == 1 and "a reference must be a full store" in err
+    result = softlabels_main("inspect", str(full_store), "--reference", str(sampled))
+    assert result.exit_code == 1 and "a reference must be a full store" in result.stderr

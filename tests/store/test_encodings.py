@@ -8,15 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from synthetic_stores import write_synthetic_store
 
 from softlabels.errors import InvalidArgumentError, UnknownNameError
 from softlabels.store import (
-    DatasetInfo,
-    Layout,
-    Provenance,
-    StoreHeader,
-    StoreWriter,
-    TeacherInfo,
     open_store,
 )
 from softlabels.store.encodings import (
@@ -264,23 +259,7 @@ def test_stored_classes_masks(rows: np.ndarray) -> None:
     ids=lambda e: f"{e.name}-{e.params()}",
 )
 def test_store_round_trip(tmp_path: Path, rows: np.ndarray, encoding: Encoding) -> None:
-    layout = Layout(encoding.name, encoding.params(), len(rows), CLASSES, 64, 64)
-    provenance = Provenance(
-        TeacherInfo("t", 1, None, None),
-        DatasetInfo("d", "train", len(rows), CLASSES, tuple("abcdefg"), "0" * 64),
-        1.0,
-        "fp32",
-        "test",
-        {},
-        "",
-        {},
-    )
-    header = StoreHeader(layout=layout, provenance=provenance)
-    writer = StoreWriter.open(tmp_path / "s.zarr", header, encoding)
-    for shard in writer.pending_shards():
-        start, stop = layout.shard_bounds(shard)
-        writer.write_shard(shard, encoding.encode(rows[start:stop], start), np.zeros(stop - start, dtype=int))
-    writer.mark_complete()
+    write_synthetic_store(tmp_path / "s.zarr", encoding, rows, np.zeros(len(rows), dtype=int))
     store = open_store(tmp_path / "s.zarr")
     assert store.encoding.params() == encoding.params()
     raw = store.read_rows(0, len(rows), raw=True).fields

@@ -8,9 +8,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from synthetic_stores import write_synthetic_store
 
 from softlabels.errors import IncompleteStoreError, InvalidArgumentError, StoreMismatchError
-from softlabels.store import DatasetInfo, Encoding, Layout, Provenance, StoreHeader, StoreWriter, TeacherInfo
+from softlabels.store import Encoding
 from softlabels.store import inspect as inspect_module
 from softlabels.store.encodings import FullEncoding, SampledEncoding, TopKEncoding
 from softlabels.store.inspect import format_inspection, inspect_store
@@ -28,28 +29,15 @@ def write_store(
     temperature: float = 2.0,
     complete: bool = True,
 ) -> Path:
-    layout = Layout(encoding.name, encoding.params(), len(values), values.shape[1], chunk_rows, chunk_rows)
-    provenance = Provenance(
-        TeacherInfo("cnn", 10, "a" * 64, None),
-        DatasetInfo(
-            "digits", "train", len(values), values.shape[1], tuple(map(str, range(values.shape[1]))), "f" * 64
-        ),
-        temperature,
-        "fp32",
-        "test",
-        {},
-        "",
-        {},
+    return write_synthetic_store(
+        path,
+        encoding,
+        values,
+        targets,
+        chunk_rows=chunk_rows,
+        temperature=temperature,
+        shards=None if complete else [0],
     )
-    header = StoreHeader(layout=layout, provenance=provenance)
-    writer = StoreWriter.open(path, header, encoding)
-    shards = writer.pending_shards() if complete else writer.pending_shards()[:1]
-    for shard in shards:
-        start, stop = layout.shard_bounds(shard)
-        writer.write_shard(shard, encoding.encode(values[start:stop], start), targets[start:stop])
-    if complete:
-        writer.mark_complete()
-    return path
 
 
 @pytest.fixture

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import zarr
+from synthetic_stores import synthetic_header, write_rows
 
 from softlabels.errors import (
     IncompleteStoreError,
@@ -16,49 +17,18 @@ from softlabels.errors import (
     StoreNotFoundError,
     StoreWriteError,
 )
-from softlabels.store import (
-    DatasetInfo,
-    FullEncoding,
-    Layout,
-    Provenance,
-    StoreHeader,
-    StoreWriter,
-    TeacherInfo,
-    open_store,
-)
+from softlabels.store import FullEncoding, StoreHeader, StoreWriter, open_store
 from softlabels.store.info import describe_store, format_description
 
 ROWS, CLASSES, CHUNK = 300, 7, 64
 
 
-def make_header(temperature: float = 2.0, fingerprint: str = "f" * 64, dtype: str = "float16") -> StoreHeader:
-    layout = Layout("full", {"dtype": dtype}, ROWS, CLASSES, CHUNK, CHUNK)
-    provenance = Provenance(
-        teacher=TeacherInfo("cnn", 1234, "a" * 64, "/w.pt"),
-        dataset=DatasetInfo(
-            "digits", "train", ROWS, CLASSES, tuple(f"c{i}" for i in range(CLASSES)), fingerprint
-        ),
-        temperature=temperature,
-        precision="fp32",
-        command="test",
-        config={},
-        created="2026-01-01T00:00:00+00:00",
-        versions={"softlabels": "test"},
-    )
-    return StoreHeader(layout=layout, provenance=provenance)
+def make_header(temperature: float = 2.0) -> StoreHeader:
+    return synthetic_header(FullEncoding(), ROWS, CLASSES, chunk_rows=CHUNK, temperature=temperature)
 
 
-def write_all(
-    path: Path, values: np.ndarray, targets: np.ndarray, header: StoreHeader | None = None
-) -> StoreWriter:
-    header = header or make_header()
-    encoding = FullEncoding(header.layout.encoding_params["dtype"])
-    writer = StoreWriter.open(path, header, encoding)
-    for shard in writer.pending_shards():
-        start, stop = header.layout.shard_bounds(shard)
-        writer.write_shard(shard, encoding.encode(values[start:stop], start), targets[start:stop])
-    writer.mark_complete()
-    return writer
+def write_all(path: Path, values: np.ndarray, targets: np.ndarray) -> StoreWriter:
+    return write_rows(path, make_header(), FullEncoding(), values, targets)
 
 
 @pytest.fixture

@@ -5,15 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+from synthetic_stores import synthetic_header, write_rows
 
 from softlabels.sources import DatasetSource
 from softlabels.store import (
     DatasetInfo,
     FullEncoding,
-    Layout,
-    Provenance,
     StoreHeader,
-    StoreWriter,
     TeacherInfo,
 )
 from softlabels.store.encodings import Encoding
@@ -29,20 +27,18 @@ def row_coded_logits(num_rows: int, num_classes: int) -> np.ndarray:
 def header_for(
     source: DatasetSource, encoding: Encoding, chunk_rows: int, temperature: float = 2.0
 ) -> StoreHeader:
-    layout = Layout(encoding.name, encoding.params(), len(source), source.num_classes, chunk_rows, chunk_rows)
-    provenance = Provenance(
-        teacher=TeacherInfo("cnn", 1, None, None),
-        dataset=DatasetInfo(
-            source.spec, source.split, len(source), source.num_classes, source.class_names, source.fingerprint
-        ),
-        temperature=temperature,
-        precision="fp32",
-        command="test",
-        config={},
-        created="2026-01-01T00:00:00+00:00",
-        versions={"softlabels": "test"},
+    dataset = DatasetInfo(
+        source.spec, source.split, len(source), source.num_classes, source.class_names, source.fingerprint
     )
-    return StoreHeader(layout=layout, provenance=provenance)
+    return synthetic_header(
+        encoding,
+        len(source),
+        source.num_classes,
+        chunk_rows=chunk_rows,
+        temperature=temperature,
+        dataset=dataset,
+        teacher=TeacherInfo("cnn", 1, None, None),
+    )
 
 
 def write_store(
@@ -60,10 +56,5 @@ def write_store(
     header = header_for(source, encoding, chunk_rows)
     values = row_coded_logits(len(source), source.num_classes) if logits is None else logits
     labels = np.array([source.dataset[i][1] for i in range(len(source))]) if targets is None else targets
-    writer = StoreWriter.open(path, header, encoding)
-    for shard in writer.pending_shards() if shards is None else shards:
-        start, stop = header.layout.shard_bounds(shard)
-        writer.write_shard(shard, encoding.encode(values[start:stop], start), labels[start:stop])
-    if shards is None:
-        writer.mark_complete()
+    write_rows(path, header, encoding, values, labels, shards)
     return path
