@@ -15,6 +15,16 @@ from softlabels.cli import cli
 from softlabels.cli.commands import store_commands  # noqa: F401  (attaches the commands)
 
 PLUGINS = Path(__file__).parent / "generation" / "plugins_for_tests.py"
+GENERATE_MLP = (
+    "generate",
+    "--dataset",
+    "digits",
+    "--teacher",
+    "mlp",
+    "--random-weights",
+    "--temperature",
+    "2",
+)
 
 
 def test_help_does_not_import_torch() -> None:
@@ -30,14 +40,7 @@ def test_help_does_not_import_torch() -> None:
 def test_generate_then_info(tmp_path: Path, softlabels_main: Any) -> None:
     out = tmp_path / "s.zarr"
     result = softlabels_main(
-        "generate",
-        "--dataset",
-        "digits",
-        "--teacher",
-        "mlp",
-        "--random-weights",
-        "--temperature",
-        "2",
+        *GENERATE_MLP,
         "--out",
         str(out),
         "--device",
@@ -84,14 +87,7 @@ def test_unwritable_destination(tmp_path: Path, softlabels_main: Any) -> None:
     blocker = tmp_path / "file"
     blocker.write_text("x")
     result = softlabels_main(
-        "generate",
-        "--dataset",
-        "digits",
-        "--teacher",
-        "mlp",
-        "--random-weights",
-        "--temperature",
-        "2",
+        *GENERATE_MLP,
         "--out",
         str(blocker / "s.zarr"),
     )

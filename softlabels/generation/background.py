@@ -67,13 +67,7 @@ class BackgroundWriter:
         self._thread.start()
 
     def put(self, batch: PendingBatch) -> None:
-        while True:
-            self._raise_if_failed()
-            try:
-                self._queue.put(batch, timeout=0.1)
-                return
-            except queue.Full:
-                continue
+        self._offer(batch, raise_errors=True)
 
     def close(self) -> None:
         """Wait until every queued batch is written, then re-raise any error of the writer thread."""
@@ -88,12 +82,20 @@ class BackgroundWriter:
         self._thread.join(timeout=30)
 
     def put_end(self) -> None:
+        self._offer(None, raise_errors=False)
+
+    def _offer(self, item: PendingBatch | None, *, raise_errors: bool) -> None:
+        # Short timeouts so that a writer that failed (or finished) never leaves the caller blocked on a full queue.
         while self._thread.is_alive():
+            if raise_errors:
+                self._raise_if_failed()
             try:
-                self._queue.put(None, timeout=0.1)
+                self._queue.put(item, timeout=0.1)
                 return
             except queue.Full:
                 continue
+        if raise_errors:
+            self._raise_if_failed()
 
     def _raise_if_failed(self) -> None:
         if self._error is not None and not isinstance(self._error, _Aborted):
