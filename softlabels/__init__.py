@@ -23,6 +23,8 @@ _LAZY = {
     "TrainSummary": "softlabels.student.train",
     "SoftLabelDataset": "softlabels.student.dataset",
     "kd_loss": "softlabels.student.losses",
+    "run_pipeline": "softlabels.api",
+    "load_pipeline": "softlabels.pipelines",
 }
 
 __all__ = ["__version__", *_LAZY]

@@ -12,7 +12,11 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from softlabels.errors import InvalidArgumentError
 
 if TYPE_CHECKING:
+    import os
+    from collections.abc import Sequence
+
     from softlabels.generation import GenerateConfig, GenerateSummary
+    from softlabels.pipelines import PipelineReport, PipelineSpec
     from softlabels.student.train import TeacherConfig, TrainConfig, TrainSummary
 
 ConfigT = TypeVar("ConfigT")
@@ -47,3 +51,31 @@ def _config(kind: Callable[..., ConfigT], config: ConfigT | None, options: dict[
         extra = ", ".join(sorted(options))
         raise InvalidArgumentError(f"pass a config or keywords, not both (got {extra} too)")
     return config if config is not None else kind(**options)
+
+
+def run_pipeline(
+    pipeline: PipelineSpec | str | os.PathLike[str] | None = None,
+    /,
+    *,
+    overrides: Sequence[str] = (),
+    out: str | None = None,
+    progress: bool = True,
+    overwrite: bool = False,
+) -> PipelineReport:
+    """Run a pipeline: a TOML file, a loaded :class:`PipelineSpec`, or the built-in digits pipeline (None).
+
+    ``overrides`` are ``--set`` strings (``"students.kd.epochs=3"``) and ``out`` the output folder;
+    both apply to files only. Finished stages are reused; see ``softlabels run --help``.
+    """
+    from softlabels.pipelines import PipelineSpec, load_pipeline
+    from softlabels.pipelines import run_pipeline as run
+
+    if isinstance(pipeline, PipelineSpec):
+        if overrides or out is not None:
+            raise InvalidArgumentError(
+                "overrides and out apply to pipeline files; pass a file, not a PipelineSpec"
+            )
+        spec = pipeline
+    else:
+        spec = load_pipeline(pipeline, overrides=overrides, output=out)
+    return run(spec, progress=progress, overwrite=overwrite)

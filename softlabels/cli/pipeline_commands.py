@@ -10,13 +10,23 @@ from softlabels.cli.options import invocation
 
 @cli.command("run")
 @click.argument("pipeline", required=False, metavar="[PIPELINE.toml]")
-@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
-              help="Override a setting of the file, e.g. --set students.kd.epochs=3 or "
-                   "--set dataset.root=/data/cifar10 (the value is read as TOML when it is TOML, "
-                   "else as a string). Repeatable.")
-@click.option("--out", default=None, help="Output folder [default: the file's pipeline.output, else data/<name>].")
-@click.option("--overwrite", is_flag=True,
-              help="Start every stage over, replacing what earlier runs left (the label store too).")
+@click.option(
+    "--set",
+    "overrides",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Override a setting of the file, e.g. --set students.kd.epochs=3 or "
+    "--set dataset.root=/data/cifar10 (the value is read as TOML when it is TOML, "
+    "else as a string). Repeatable.",
+)
+@click.option(
+    "--out", default=None, help="Output folder [default: the file's pipeline.output, else data/<name>]."
+)
+@click.option(
+    "--overwrite",
+    is_flag=True,
+    help="Start every stage over, replacing what earlier runs left (the label store too).",
+)
 def run(pipeline: str | None, overrides: tuple[str, ...], out: str | None, overwrite: bool) -> None:
     """Train the teacher, generate its soft labels, train the KD and baseline students, and report.
 

@@ -9,4 +9,11 @@ from softlabels.pipelines.report import PipelineReport, format_table
 from softlabels.pipelines.runner import run_pipeline
 from softlabels.pipelines.spec import PipelineSpec, load_pipeline, parse_override
 
-__all__ = ["PipelineReport", "PipelineSpec", "format_table", "load_pipeline", "parse_override", "run_pipeline"]
+__all__ = [
+    "PipelineReport",
+    "PipelineSpec",
+    "format_table",
+    "load_pipeline",
+    "parse_override",
+    "run_pipeline",
+]

@@ -19,6 +19,7 @@ __all__ = [
     "StoreResult",
     "StudentResult",
     "TeacherResult",
+    "epochs",
     "format_table",
     "plot_report",
     "write_report",
@@ -160,27 +161,55 @@ def format_table(report: PipelineReport) -> str:
     if report.data is not None:
         rows.append(("data", "", "", "", _seconds(report.data.seconds), report.data.status))
     teacher = report.teacher
-    rows.append(("teacher", teacher.model, _percent(teacher.accuracy), "", _seconds(teacher.stage.seconds),
-                 _with_epochs(teacher.stage.status, len(teacher.curve))))
+    rows.append(
+        (
+            "teacher",
+            teacher.model,
+            _percent(teacher.accuracy),
+            "",
+            _seconds(teacher.stage.seconds),
+            _with_epochs(teacher.stage.status, len(teacher.curve)),
+        )
+    )
     store = report.store
     encoding = ", ".join(item for item in (store.label_format, store.dtype) if item)
-    rows.append(("store", f"T={store.temperature:g}", "", _bytes(store.bytes_on_disk),
-                 _seconds(store.stage.seconds), f"{store.stage.status} ({store.num_rows} rows, {encoding})"))
+    rows.append(
+        (
+            "store",
+            f"T={store.temperature:g}",
+            "",
+            _bytes(store.bytes_on_disk),
+            _seconds(store.stage.seconds),
+            f"{store.stage.status} ({store.num_rows} rows, {encoding})",
+        )
+    )
     for student in report.students:
         method = f"KD, alpha {student.alpha:g}, T {student.temperature:g}" if student.kd else "hard labels"
-        rows.append((f"student {student.name}", student.model, _percent(student.accuracy), "",
-                     _seconds(student.stage.seconds), f"{_with_epochs(student.stage.status, student.epochs)}, {method}"))
+        rows.append(
+            (
+                f"student {student.name}",
+                student.model,
+                _percent(student.accuracy),
+                "",
+                _seconds(student.stage.seconds),
+                f"{_with_epochs(student.stage.status, student.epochs)}, {method}",
+            )
+        )
     rows.append(("total", "", "", "", _seconds(report.seconds), ""))
     widths = [max(len(row[column]) for row in rows) for column in range(len(rows[0]))]
     right_aligned = {2, 3, 4}
     lines = [
-        "  ".join(cell.rjust(width) if column in right_aligned else cell.ljust(width)
-                  for column, (cell, width) in enumerate(zip(row, widths, strict=True))).rstrip()
+        "  ".join(
+            cell.rjust(width) if column in right_aligned else cell.ljust(width)
+            for column, (cell, width) in enumerate(zip(row, widths, strict=True))
+        ).rstrip()
         for row in rows
     ]
     lines.insert(1, "  ".join("-" * width for width in widths))
-    header = (f"Pipeline {report.name} ({report.source}): {report.dataset}, accuracy on split "
-              f"{report.val_split!r}, device {report.device}")
+    header = (
+        f"Pipeline {report.name} ({report.source}): {report.dataset}, accuracy on split "
+        f"{report.val_split!r}, device {report.device}"
+    )
     by_name = {student.name: student for student in report.students}
     verdicts = [
         f"Distillation: {name} {_percent(by_name[name].accuracy)} vs {gain['baseline']} "
@@ -216,11 +245,21 @@ def plot_report(report: PipelineReport, path: Path) -> None:
         for student in report.students:
             epochs = range(1, len(student.curve) + 1)
             method = "KD" if student.kd else "hard labels"
-            axes.plot(epochs, student.curve, marker="o", markersize=3, linestyle="-" if student.kd else "--",
-                      label=f"{student.name} ({student.model}, {method}): {_percent(student.accuracy)}")
+            axes.plot(
+                epochs,
+                student.curve,
+                marker="o",
+                markersize=3,
+                linestyle="-" if student.kd else "--",
+                label=f"{student.name} ({student.model}, {method}): {_percent(student.accuracy)}",
+            )
         teacher = report.teacher
-        axes.axhline(teacher.accuracy, color="black", linestyle=":",
-                     label=f"teacher ({teacher.model}): {_percent(teacher.accuracy)}")
+        axes.axhline(
+            teacher.accuracy,
+            color="black",
+            linestyle=":",
+            label=f"teacher ({teacher.model}): {_percent(teacher.accuracy)}",
+        )
         axes.set_xlabel("epoch")
         axes.set_ylabel("validation accuracy")
         axes.set_title(f"pipeline {report.name}: {report.dataset} [{report.val_split}]")
@@ -238,8 +277,13 @@ def _png_bytes(figure: Any) -> bytes:
     return buffer.getvalue()
 
 
-def _with_epochs(status: str, epochs: int) -> str:
-    return f"{status}, {epochs} epochs" if epochs else status
+def epochs(count: int) -> str:
+    """``1 epoch``, ``3 epochs``."""
+    return f"{count} epoch" if count == 1 else f"{count} epochs"
+
+
+def _with_epochs(status: str, count: int) -> str:
+    return f"{status}, {epochs(count)}" if count else status
 
 
 def _percent(value: float) -> str:

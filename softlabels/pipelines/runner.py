@@ -37,9 +37,10 @@ from softlabels.pipelines.report import (
     StoreResult,
     StudentResult,
     TeacherResult,
+    epochs,
     write_report,
 )
-from softlabels.pipelines.spec import PipelineSpec, StudentSpec
+from softlabels.pipelines.spec import DEFAULT_DTYPE, PipelineSpec, StudentSpec
 from softlabels.runtime import autocast, resolve_device
 from softlabels.sources import BUILTIN_MODELS, DatasetSource, ensure_cifar10, load_dataset, load_model
 from softlabels.sources.models import torchvision_model_names
@@ -96,9 +97,11 @@ def run_pipeline(
     try:
         output.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise InvalidArgumentError(f"cannot create the output folder {output}: {exc.strerror or exc}") from exc
+        raise InvalidArgumentError(
+            f"cannot create the output folder {output}: {exc.strerror or exc}"
+        ) from exc
     data = _unpack_stage(spec, say)
-    teacher = _teacher_stage(plan, device, say)
+    teacher = _teacher_stage(plan, device, say, overwrite=overwrite)
     store = _generate_stage(plan, say)
     students = tuple(_student_stage(student, config, store, say) for student, config in plan.students)
     report = PipelineReport(
@@ -137,10 +140,8 @@ def _plan(spec: PipelineSpec, *, progress: bool, overwrite: bool, command: str |
     for student in spec.students:
         _check_model(spec, f"students.{student.name}.model", student.model)
     _check_paths(spec)
-    output = Path(spec.output)
-    run = spec.run
-    data = spec.dataset
-    common = {
+    data, run = spec.dataset, spec.run
+    common: dict[str, Any] = {
         "dataset": data.source_spec,
         "split": data.train_split,
         "val_split": data.val_split,
@@ -152,36 +153,78 @@ def _plan(spec: PipelineSpec, *, progress: bool, overwrite: bool, command: str |
         "progress": progress,
         "command": command,
     }
+    teacher = _teacher_config(spec, common)
+    weights = spec.teacher.weights or str(Path(spec.output) / "teacher" / RUN_FILES.final)
+    generate_config = _generate_config(spec, weights, common)
+    students = tuple((student, _student_config(spec, student, common)) for student in spec.students)
+    return _Plan(spec, teacher, weights, generate_config, students)
+
+
+def _teacher_config(spec: PipelineSpec, common: dict[str, Any]) -> TeacherConfig | None:
     teacher = spec.teacher
-    teacher_config = None
     # Without weights the parser has required epochs; with weights the training settings are unused.
-    if teacher.weights is None and teacher.epochs is not None:
-        with _section(spec, "teacher"):
-            teacher_config = TeacherConfig(
-                **common, out=str(output / "teacher"), teacher=teacher.model, epochs=teacher.epochs,
-                batch_size=teacher.batch_size, optimizer=teacher.optimizer, lr=teacher.lr,
-                weight_decay=teacher.weight_decay, augment=teacher.augment, seed=teacher.seed)
-    weights = teacher.weights or str(output / "teacher" / RUN_FILES.final)
+    if teacher.weights is not None or teacher.epochs is None:
+        return None
+    with _section(spec, "teacher"):
+        return TeacherConfig(
+            **common,
+            out=str(Path(spec.output) / "teacher"),
+            teacher=teacher.model,
+            epochs=teacher.epochs,
+            batch_size=teacher.batch_size,
+            optimizer=teacher.optimizer,
+            lr=teacher.lr,
+            weight_decay=teacher.weight_decay,
+            augment=teacher.augment,
+            seed=teacher.seed,
+        )
+
+
+def _generate_config(spec: PipelineSpec, weights: str, common: dict[str, Any]) -> GenerateConfig:
     gen = spec.generate
+    # A sampled store has no value dtype (None); GenerateConfig takes its float16 default for "none".
     with _section(spec, "generate"):
-        generate_config = GenerateConfig(
-            dataset=data.source_spec, split=data.train_split, data_root=data.data_root, teacher=teacher.model,
-            teacher_weights=weights, temperature=gen.temperature, out=gen.store, batch_size=gen.batch_size,
-            num_workers=run.num_workers, device=run.device, precision=run.precision,
-            dtype=gen.dtype or "float16", label_format=gen.label_format,
-            format_options=format_options_for(gen.label_format, k=gen.k, samples=gen.samples, seed=run.seed),
-            overwrite=overwrite, progress=progress,
-            command=command or f"softlabels.run_pipeline({shlex.quote(spec.source)})")
-    students = []
-    for student in spec.students:
-        with _section(spec, f"students.{student.name}"):
-            students.append((student, TrainConfig(
-                **common, out=str(output / "students" / student.name), student=student.model,
-                labels=gen.store if student.kd else None, no_kd=not student.kd, alpha=student.alpha,
-                temperature=student.temperature, epochs=student.epochs, batch_size=student.batch_size,
-                optimizer=student.optimizer, lr=student.lr, weight_decay=student.weight_decay,
-                augment=student.augment, seed=student.seed)))
-    return _Plan(spec, teacher_config, weights, generate_config, tuple(students))
+        return GenerateConfig(
+            dataset=common["dataset"],
+            split=common["split"],
+            data_root=common["data_root"],
+            teacher=spec.teacher.model,
+            teacher_weights=weights,
+            temperature=gen.temperature,
+            out=gen.store,
+            batch_size=gen.batch_size,
+            num_workers=common["num_workers"],
+            device=common["device"],
+            precision=common["precision"],
+            dtype=gen.dtype or DEFAULT_DTYPE,
+            label_format=gen.label_format,
+            format_options=format_options_for(
+                gen.label_format, k=gen.k, samples=gen.samples, seed=spec.run.seed
+            ),
+            overwrite=common["overwrite"],
+            progress=common["progress"],
+            command=common["command"] or f"softlabels.run_pipeline({shlex.quote(spec.source)})",
+        )
+
+
+def _student_config(spec: PipelineSpec, student: StudentSpec, common: dict[str, Any]) -> TrainConfig:
+    with _section(spec, f"students.{student.name}"):
+        return TrainConfig(
+            **common,
+            out=str(Path(spec.output) / "students" / student.name),
+            student=student.model,
+            labels=spec.generate.store if student.kd else None,
+            no_kd=not student.kd,
+            alpha=student.alpha,
+            temperature=student.temperature,
+            epochs=student.epochs,
+            batch_size=student.batch_size,
+            optimizer=student.optimizer,
+            lr=student.lr,
+            weight_decay=student.weight_decay,
+            augment=student.augment,
+            seed=student.seed,
+        )
 
 
 @contextlib.contextmanager
@@ -198,7 +241,7 @@ def _check_model(spec: PipelineSpec, key: str, model: str) -> None:
     if model in BUILTIN_MODELS or name in torchvision_model_names() or is_plugin_ref(model):
         return
     raise PipelineError(
-        f'{spec.source}: {key}: expected a built-in model ({", ".join(BUILTIN_MODELS)}), a torchvision '
+        f"{spec.source}: {key}: expected a built-in model ({', '.join(BUILTIN_MODELS)}), a torchvision "
         f'classification name such as "resnet18", or a plug-in "module:callable", got "{model}"'
     )
 
@@ -209,8 +252,10 @@ def _check_paths(spec: PipelineSpec) -> None:
     if data.archive is not None:
         root = Path(data.root or "")
         if not (root / "train").is_dir() and not Path(data.archive).is_file():
-            raise PipelineError(f"{spec.source}: dataset.archive: no such file {data.archive} (and {root} "
-                                "holds no unpacked copy)")
+            raise PipelineError(
+                f"{spec.source}: dataset.archive: no such file {data.archive} (and {root} "
+                "holds no unpacked copy)"
+            )
     elif data.root is not None and not Path(data.root).is_dir():
         raise PipelineError(f"{spec.source}: dataset.root: no such folder {data.root}")
     if spec.teacher.weights is not None and not Path(spec.teacher.weights).is_file():
@@ -242,20 +287,30 @@ def _unpack_stage(spec: PipelineSpec, say: _Speaker) -> StageResult | None:
     return StageResult("reused" if reused else "unpacked", time.perf_counter() - started)
 
 
-def _teacher_stage(plan: _Plan, device: torch.device, say: _Speaker) -> TeacherResult:
+def _teacher_stage(plan: _Plan, device: torch.device, say: _Speaker, *, overwrite: bool) -> TeacherResult:
     spec = plan.spec
     started = time.perf_counter()
     if plan.teacher is None:
         say(f"stage teacher: evaluating {spec.teacher.model} with {plan.teacher_weights}")
         with _stage("teacher"):
-            accuracy, status = _evaluate_teacher(spec, plan.teacher_weights, device)
-        return TeacherResult(spec.teacher.model, plan.teacher_weights, accuracy, (),
-                             StageResult(status, time.perf_counter() - started))
-    say(f"stage teacher: {spec.teacher.model}, {plan.teacher.epochs} epochs, in {plan.teacher.out}")
+            accuracy, status = _evaluate_teacher(spec, plan.teacher_weights, device, overwrite=overwrite)
+        return TeacherResult(
+            spec.teacher.model,
+            plan.teacher_weights,
+            accuracy,
+            (),
+            StageResult(status, time.perf_counter() - started),
+        )
+    say(f"stage teacher: {spec.teacher.model}, {epochs(plan.teacher.epochs)}, in {plan.teacher.out}")
     with _stage("teacher"):
         summary = train_teacher(plan.teacher)
-    return TeacherResult(spec.teacher.model, summary.final_weights, summary.final_val_accuracy, _curve(summary),
-                         StageResult(_training_status(summary), time.perf_counter() - started))
+    return TeacherResult(
+        spec.teacher.model,
+        summary.final_weights,
+        summary.final_val_accuracy,
+        _curve(summary),
+        StageResult(_training_status(summary), time.perf_counter() - started),
+    )
 
 
 def _generate_stage(plan: _Plan, say: _Speaker) -> StoreResult:
@@ -267,8 +322,11 @@ def _generate_stage(plan: _Plan, say: _Speaker) -> StoreResult:
             summary = generate(config)
         except StoreMismatchError as exc:
             raise StoreMismatchError(f"{exc}, or set generate.store to another location") from exc
-    status = "reused" if summary.shards_written == 0 else (
-        "generated" if summary.shards_written == summary.shards_total else "resumed")
+    status = (
+        "reused"
+        if summary.shards_written == 0
+        else ("generated" if summary.shards_written == summary.shards_total else "resumed")
+    )
     return StoreResult(
         path=summary.out,
         label_format=config.label_format,
@@ -281,10 +339,14 @@ def _generate_stage(plan: _Plan, say: _Speaker) -> StoreResult:
     )
 
 
-def _student_stage(student: StudentSpec, config: TrainConfig, store: StoreResult, say: _Speaker) -> StudentResult:
+def _student_stage(
+    student: StudentSpec, config: TrainConfig, store: StoreResult, say: _Speaker
+) -> StudentResult:
     started = time.perf_counter()
     method = "distilled from the store" if student.kd else "hard labels only"
-    say(f"stage students.{student.name}: {student.model}, {student.epochs} epochs, {method}, in {config.out}")
+    say(
+        f"stage students.{student.name}: {student.model}, {epochs(student.epochs)}, {method}, in {config.out}"
+    )
     with _stage(f"students.{student.name}"):
         summary = train_student(config)
     return StudentResult(
@@ -315,20 +377,34 @@ def _training_status(summary: TrainSummary) -> str:
     return "trained"
 
 
-def _evaluate_teacher(spec: PipelineSpec, weights: str, device: torch.device) -> tuple[float, str]:
+def _evaluate_teacher(
+    spec: PipelineSpec, weights: str, device: torch.device, *, overwrite: bool
+) -> tuple[float, str]:
     """Validation accuracy of given teacher weights, cached in ``<output>/teacher/evaluation.json``.
 
     The cache is keyed by what decides the number (model, weights' sha256, validation data), so
-    new weights or new data are evaluated again.
+    new weights or new data are evaluated again; ``overwrite`` ignores it.
     """
     source = load_dataset(spec.dataset.source_spec, spec.dataset.val_split, data_root=spec.dataset.data_root)
-    teacher = load_model(spec.teacher.model, num_classes=source.num_classes, in_channels=source.in_channels,
-                         input_size=source.input_shape[-1], weights=weights, role="teacher")
-    key = {"model": teacher.spec, "weights sha256": teacher.weights_sha256, "dataset": source.spec,
-           "split": source.split, "fingerprint": source.fingerprint, "precision": spec.run.precision}
+    teacher = load_model(
+        spec.teacher.model,
+        num_classes=source.num_classes,
+        in_channels=source.in_channels,
+        input_size=source.input_shape[-1],
+        weights=weights,
+        role="teacher",
+    )
+    key = {
+        "model": teacher.spec,
+        "weights sha256": teacher.weights_sha256,
+        "dataset": source.spec,
+        "split": source.split,
+        "fingerprint": source.fingerprint,
+        "precision": spec.run.precision,
+    }
     record_path = Path(spec.output) / "teacher" / TEACHER_EVALUATION
     cached = _read_evaluation(record_path)
-    if cached is not None and cached.get("key") == key:
+    if not overwrite and cached is not None and cached.get("key") == key:
         return float(cached["accuracy"]), "reused"
     accuracy = _accuracy(teacher.module, source, spec, device)
     record_path.parent.mkdir(parents=True, exist_ok=True)
@@ -344,9 +420,15 @@ def _read_evaluation(path: Path) -> dict[str, Any] | None:
     return record if isinstance(record, dict) else None
 
 
-def _accuracy(model: torch.nn.Module, source: DatasetSource, spec: PipelineSpec, device: torch.device) -> float:
-    loader = DataLoader(source.dataset, batch_size=spec.generate.batch_size, num_workers=spec.run.num_workers,
-                        pin_memory=device.type == "cuda")
+def _accuracy(
+    model: torch.nn.Module, source: DatasetSource, spec: PipelineSpec, device: torch.device
+) -> float:
+    loader = DataLoader(
+        source.dataset,
+        batch_size=spec.generate.batch_size,
+        num_workers=spec.run.num_workers,
+        pin_memory=device.type == "cuda",
+    )
     model = model.to(device).eval()
     correct = torch.zeros((), dtype=torch.int64, device=device)
     with torch.inference_mode():

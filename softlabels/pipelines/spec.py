@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
 import tomllib
 from collections.abc import Callable, Mapping, Sequence
@@ -210,7 +211,10 @@ class _Field:
 
 
 def load_pipeline(
-    path: str | Path | None = None, *, overrides: Sequence[str | Override] = (), output: str | None = None
+    path: str | os.PathLike[str] | None = None,
+    *,
+    overrides: Sequence[str | Override] = (),
+    output: str | None = None,
 ) -> PipelineSpec:
     """Read and validate a pipeline file, or the embedded default digits pipeline when ``path`` is None.
 
@@ -332,16 +336,21 @@ class _Parser:
         kind, separator, argument = spec.spec.partition(":")
         needs_root = spec.spec == "imagefolder" or kind == "torchvision"
         if needs_root and spec.root is None:
-            raise self.error("dataset.root", f"missing; dataset {_shown(spec.spec)} needs the folder of its files")
+            raise self.error(
+                "dataset.root", f"missing; dataset {_shown(spec.spec)} needs the folder of its files"
+            )
         if not needs_root and spec.root is not None:
             raise self.error("dataset.root", f"does not apply to dataset {_shown(spec.spec)}; remove it")
         if spec.archive is not None and spec.spec != "imagefolder":
-            raise self.error("dataset.archive", 'applies only to spec = "imagefolder" (it is unpacked into root)')
+            raise self.error(
+                "dataset.archive", 'applies only to spec = "imagefolder" (it is unpacked into root)'
+            )
         if separator and kind in ("imagefolder", "torchvision") and not argument:
             raise self.error("dataset.spec", f"expected text after ':', got {_shown(spec.spec)}")
         if spec.train_split == spec.val_split:
             raise self.error(
-                "dataset.val_split", f"expected a held-out split other than train_split {_shown(spec.train_split)}"
+                "dataset.val_split",
+                f"expected a held-out split other than train_split {_shown(spec.train_split)}",
             )
         return spec
 
@@ -349,7 +358,8 @@ class _Parser:
         values = self.section(document, "teacher", _TEACHER_FIELDS)
         if values["weights"] is None and values["epochs"] is None:
             raise self.error(
-                "teacher.epochs", "missing; expected an integer >= 1 (or teacher.weights with trained weights)"
+                "teacher.epochs",
+                "missing; expected an integer >= 1 (or teacher.weights with trained weights)",
             )
         return TeacherSpec(**{**values, "seed": _or(values["seed"], seed)})
 
@@ -363,13 +373,17 @@ class _Parser:
             if key != needed and values[key] is not None:
                 raise self.error(f"generate.{key}", f'does not apply to format = "{label_format}"; remove it')
         if label_format == "sampled" and values["dtype"] is not None:
-            raise self.error("generate.dtype", 'does not apply to format = "sampled" (it stores class counts)')
+            raise self.error(
+                "generate.dtype", 'does not apply to format = "sampled" (it stores class counts)'
+            )
         if label_format != "sampled":
             values["dtype"] = _or(values["dtype"], DEFAULT_DTYPE)
-        store = _or(values.pop("store"), f"{output}/labels.zarr")
+        store = _or(values.pop("store"), str(Path(output) / "labels.zarr"))
         return GenerateSpec(label_format=label_format, store=store, **values)
 
-    def students(self, document: dict[str, Any], seed: int, generate: GenerateSpec) -> tuple[StudentSpec, ...]:
+    def students(
+        self, document: dict[str, Any], seed: int, generate: GenerateSpec
+    ) -> tuple[StudentSpec, ...]:
         table = document.get("students")
         if table is None:
             raise self.error("students", "missing; expected [students.<name>] tables")
@@ -393,7 +407,9 @@ class _Parser:
         if not values["kd"]:
             for option in ("alpha", "temperature"):
                 if values[option] is not None:
-                    raise self.error(f"{key}.{option}", "does not apply to a hard-label baseline (kd = false)")
+                    raise self.error(
+                        f"{key}.{option}", "does not apply to a hard-label baseline (kd = false)"
+                    )
         temperature = values["temperature"]
         if generate.label_format != "full" and temperature not in (None, generate.temperature):
             raise self.error(
@@ -541,7 +557,9 @@ def _boolean(value: Any) -> bool:
 
 @_expects('"auto", "cpu", "cuda" or "cuda:N"')
 def _device(value: Any) -> str:
-    if not isinstance(value, str) or not (value in ("auto", "cpu", "cuda") or re.fullmatch(r"cuda:\d+", value)):
+    if not isinstance(value, str) or not (
+        value in ("auto", "cpu", "cuda") or re.fullmatch(r"cuda:\d+", value)
+    ):
         raise _Expected('"auto", "cpu", "cuda" or "cuda:N"')
     return value
 
