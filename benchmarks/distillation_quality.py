@@ -144,7 +144,7 @@ def main() -> None:
     parser.add_argument("--digits-student-epochs", type=int, default=20)
     parser.add_argument("--digits-seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--cifar-teacher", default="cnn")
-    parser.add_argument("--cifar-teacher-epochs", type=int, default=2)
+    parser.add_argument("--cifar-teacher-epochs", type=int, default=1)
     parser.add_argument("--cifar-student", default="cnn-small")
     parser.add_argument("--cifar-student-epochs", type=int, default=1)
     parser.add_argument("--cifar-seeds", type=int, nargs="+", default=[0])

@@ -26,6 +26,7 @@ from typing import Any
 
 from common import RESULTS, cifar10_root, write_results
 from distillation_quality import Setting, full_stores, trained_student, trained_teacher
+
 from softlabels.convert import convert_store
 from softlabels.store.inspect import inspect_store
 
@@ -81,7 +82,7 @@ def markdown(rows: list[dict[str, Any]], hard: dict[str, Any], large: list[dict[
         ref, size = row["fidelity"]["reference"], row["fidelity"]["size"]
         kl = "inf" if ref["mean_kl"] is None else f"{ref['mean_kl']:.4f}"
         per_seed = ", ".join(f"{value:.2%}" for value in row["student"]["best_val_accuracy"])
-        lines.append(f"| {row['format']} | {size['bytes_per_sample']:.1f} | {40 / size['bytes_per_sample']:.1f} | "
+        lines.append(f"| {row['format']} | {size['bytes_per_sample']:.1f} | {size['fp32_full_bytes_per_sample'] / size['bytes_per_sample']:.1f} | "
                      f"{kl} | {ref['top1_agreement']:.4f} | {ref['kept_mass']:.4f} | {per_seed} "
                      f"({row['student']['mean']:.2%}) |")
     per_seed = ", ".join(f"{value:.2%}" for value in hard["best_val_accuracy"])
@@ -119,7 +120,7 @@ def main() -> None:
     command = "python benchmarks/format_fidelity.py " + " ".join(
         f"--{key.replace('_', '-')} " + (" ".join(map(str, value)) if isinstance(value, list) else str(value))
         for key, value in vars(args).items())
-    path = write_results(f"format_fidelity_{args.student}", {
+    path = write_results(f"format_fidelity_{args.student}_a{args.alpha:g}", {
         "command": command, "dataset": "CIFAR-10 JPEGs [train -> test]", "teacher": args.teacher,
         "teacher_epochs": args.teacher_epochs, "student": args.student, "student_epochs": args.student_epochs,
         "seeds": args.seeds, "temperature": args.temperature, "alpha": args.alpha, "reference": full["full32"],

@@ -115,6 +115,41 @@ def time_arm(arm: str, args: argparse.Namespace, dataset: str, teacher: torch.nn
         return (time.perf_counter() - started) / args.steps
 
 
+def loader_ms(arm: str, args: argparse.Namespace, dataset: str, batches: int) -> float:
+    """Milliseconds per batch of the arm's DataLoader alone (no training), after ``args.warmup`` batches."""
+    config = arm_config(arm, args, dataset, Path("unused"))
+    train_data = SoftLabelDataset(config.labels, config.dataset, seed=config.seed,
+                                  memory_budget_bytes=config.memory_budget_mb << 20)
+    loader = iter(DataLoader(train_data, batch_size=config.batch_size, num_workers=config.num_workers,
+                             generator=_epoch_generator(config.seed, 0)))
+    for _ in islice(loader, args.warmup):
+        pass
+    started = time.perf_counter()
+    for _ in islice(loader, batches):
+        pass
+    return 1000 * (time.perf_counter() - started) / batches
+
+
+def loss_ms(loss: Any, labels: Any, batch_size: int, repeats: int = 200) -> float:
+    """Milliseconds of one forward + backward of ``loss`` on a batch of 10-class logits."""
+    logits = torch.randn(batch_size, 10, requires_grad=True)
+    targets = torch.randint(0, 10, (batch_size,))
+    loss(logits, labels, targets).backward()
+    started = time.perf_counter()
+    for _ in range(repeats):
+        loss(logits, labels, targets).backward()
+    return 1000 * (time.perf_counter() - started) / repeats
+
+
+def component_costs(args: argparse.Namespace, dataset: str) -> dict[str, Any]:
+    """The two places a store can add cost, timed alone: the DataLoader and the loss."""
+    hard_loss = _student_loss(arm_config("hard", args, dataset, Path("unused")), SoftLabelDataset(None, dataset))
+    kd_loss = _DistillationLoss("full", args.temperature, args.temperature, args.alpha)
+    return {"loader_ms_per_batch": {arm: loader_ms(arm, args, dataset, args.steps) for arm in ARMS[:3]},
+            "loss_ms_per_batch": {"hard": loss_ms(hard_loss, torch.empty(args.batch_size, 0), args.batch_size),
+                                  "store": loss_ms(kd_loss, torch.randn(args.batch_size, 10), args.batch_size)}}
+
+
 def forward_ms(model: torch.nn.Module, batch: torch.Tensor, repeats: int) -> float:
     """Median milliseconds of one inference forward pass over ``batch``."""
     model.eval()
@@ -188,12 +223,16 @@ def main() -> None:
     rows = len(SoftLabelDataset(None, dataset).source)
     summary = summarize(seconds, math.ceil(rows / args.batch_size))
     costs = forward_costs(teacher, args.batch_size)
+    components = component_costs(args, dataset)
     command = "python benchmarks/student_throughput.py " + " ".join(
         f"--{key.replace('_', '-')} {value}" for key, value in vars(args).items())
     path = write_results("student_throughput", {
         "command": command, "dataset": "CIFAR-10 JPEGs [train]", "student": "cnn-small", "teacher": args.teacher,
-        "threads": torch.get_num_threads(), **summary, "forward_costs": costs})
+        "threads": torch.get_num_threads(), **summary, "forward_costs": costs,
+        "components": components})
     print(markdown(summary, costs, args.teacher))
+    print(f"alone: DataLoader ms/batch {components['loader_ms_per_batch']}, loss fwd+bwd ms/batch "
+          f"{components['loss_ms_per_batch']}")
     print(f"written to {path}")
 
 

@@ -383,7 +383,9 @@ def _run(job: _Job) -> TrainSummary:
         resumed_after = trainer.progress.epochs_done
         for epoch in range(resumed_after, job.config.epochs):
             trainer.finish_epoch(trainer.train_and_validate(epoch))
-        trainer.save_weights(RUN_FILES.final)
+        # A finished run keeps its final.pt untouched: stores made from it record its sha256.
+        if resumed_after < job.config.epochs or not (Path(job.config.out) / RUN_FILES.final).exists():
+            trainer.save_weights(RUN_FILES.final)
         summary = trainer.summary(resumed_after, time.perf_counter() - started)
         write_json(trainer.out / RUN_FILES.summary, summary.to_json())
     return summary
