@@ -40,7 +40,7 @@ from softlabels.pipelines.report import (
     epochs,
     write_report,
 )
-from softlabels.pipelines.spec import DEFAULT_DTYPE, PipelineSpec, StudentSpec
+from softlabels.pipelines.spec import DEFAULT_DTYPE, PipelineSpec, StudentSpec, TeacherSpec
 from softlabels.runtime import autocast, resolve_device
 from softlabels.sources import BUILTIN_MODELS, DatasetSource, ensure_cifar10, load_dataset, load_model
 from softlabels.sources.models import torchvision_model_names
@@ -51,6 +51,7 @@ from softlabels.student.train import TeacherConfig, TrainConfig, TrainSummary, t
 __all__ = ["TEACHER_EVALUATION", "run_pipeline"]
 
 TEACHER_EVALUATION = "evaluation.json"
+TRAINING_OPTIONS = ("batch_size", "optimizer", "lr", "weight_decay", "augment", "seed")
 """The cached accuracy of given teacher weights, in ``<output>/teacher``."""
 
 
@@ -171,12 +172,7 @@ def _teacher_config(spec: PipelineSpec, common: dict[str, Any]) -> TeacherConfig
             out=str(Path(spec.output) / "teacher"),
             teacher=teacher.model,
             epochs=teacher.epochs,
-            batch_size=teacher.batch_size,
-            optimizer=teacher.optimizer,
-            lr=teacher.lr,
-            weight_decay=teacher.weight_decay,
-            augment=teacher.augment,
-            seed=teacher.seed,
+            **_training_options(teacher),
         )
 
 
@@ -218,13 +214,13 @@ def _student_config(spec: PipelineSpec, student: StudentSpec, common: dict[str, 
             alpha=student.alpha,
             temperature=student.temperature,
             epochs=student.epochs,
-            batch_size=student.batch_size,
-            optimizer=student.optimizer,
-            lr=student.lr,
-            weight_decay=student.weight_decay,
-            augment=student.augment,
-            seed=student.seed,
+            **_training_options(student),
         )
+
+
+def _training_options(section: TeacherSpec | StudentSpec) -> dict[str, Any]:
+    """The training settings teacher and student sections share, named as the trainer's configs name them."""
+    return {name: getattr(section, name) for name in TRAINING_OPTIONS}
 
 
 @contextlib.contextmanager
