@@ -27,7 +27,7 @@ def generate(config: GenerateConfig | None = None, /, **options: Any) -> Generat
     from softlabels.generation import GenerateConfig
     from softlabels.generation import generate as run
 
-    return run(config if config is not None else GenerateConfig(**options))
+    return run(_config(GenerateConfig, config, options))
 
 
 def train_student(config: TrainConfig | None = None, /, **options: Any) -> TrainSummary:

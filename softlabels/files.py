@@ -38,3 +38,8 @@ def differences(
         for key in dict.fromkeys([*have, *want])
         if have.get(key) != want.get(key)
     ]
+
+
+def folder_bytes(root: Path) -> int:
+    """Total size of the files below ``root``."""
+    return sum(entry.stat().st_size for entry in root.rglob("*") if entry.is_file())

@@ -81,14 +81,13 @@ def generate(config: GenerateConfig) -> GenerateSummary:
     if pending:
         _run_teacher(config, source, teacher, writer, encoding, pending)
     writer.mark_complete()
-    size = sum(p.stat().st_size for p in writer.path.rglob("*") if p.is_file())
     return GenerateSummary(
         str(writer.path),
         len(source),
         source.num_classes,
         header.layout.num_shards,
         len(pending),
-        size,
+        writer.bytes_on_disk(),
         time.perf_counter() - started,
     )
 

@@ -22,7 +22,7 @@ from softlabels.errors import (
     StoreMismatchError,
     StoreNotFoundError,
 )
-from softlabels.files import differences
+from softlabels.files import differences, folder_bytes
 from softlabels.store.arrays import ArrayHandles
 from softlabels.store.encodings import Encoding, encoding_from_params
 from softlabels.store.schema import (
@@ -167,7 +167,7 @@ class LabelStore:
         root = Path(self.location)
         if not root.is_dir():
             return None
-        return sum(entry.stat().st_size for entry in root.rglob("*") if entry.is_file())
+        return folder_bytes(root)
 
 
 _READERS: dict[int, type[LabelStore]] = {FORMAT_VERSION: LabelStore}

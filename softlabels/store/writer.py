@@ -19,7 +19,7 @@ import numpy as np
 import zarr
 
 from softlabels.errors import StoreMismatchError, StoreWriteError
-from softlabels.files import differences
+from softlabels.files import differences, folder_bytes
 from softlabels.store.arrays import ArrayHandles
 from softlabels.store.codecs import checked_compressors
 from softlabels.store.encodings import Encoding, FieldSpec
@@ -74,6 +74,9 @@ class StoreWriter:
             self._arrays[name][start:stop] = values
         self._arrays[TARGETS_ARRAY][start:stop] = targets.astype(TARGETS_DTYPE, copy=False)
         self._arrays[SHARDS_DONE_ARRAY][shard] = 1
+
+    def bytes_on_disk(self) -> int:
+        return folder_bytes(self.path)
 
     def mark_complete(self) -> StoreHeader:
         """Flag the store complete once every shard is recorded; returns the final header."""
