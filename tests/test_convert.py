@@ -18,6 +18,7 @@ from softlabels.errors import IncompleteStoreError, InvalidArgumentError, StoreM
 from softlabels.generation import GenerateConfig, generate
 from softlabels.sources import build_model, save_checkpoint
 from softlabels.store import open_store, read_header
+from softlabels.store.info import describe_store, format_description
 from softlabels.store.schema import ATTRIBUTE_KEY, SHARDS_DONE_ARRAY
 
 SETTINGS: dict[str, Any] = {"dataset": "digits", "teacher": "mlp", "temperature": 3.0, "progress": False}
@@ -92,6 +93,8 @@ def test_provenance_is_the_sources_plus_a_conversion_record(stores: dict[str, Pa
     assert record["source_encoding"] == {"name": "full", "params": {"dtype": "float32"}}
     assert record["encoding"] == {"name": "full", "params": {"dtype": "int8"}}
     assert record["command"] == "softlabels convert ..." and record["softlabels"] and record["created"]
+    shown = format_description(describe_store(tmp_path / "q.zarr"))
+    assert f"derived     convert of {stores['full'].resolve()} (full {{'dtype': 'float32'}} -> full {{'dtype': 'int8'}})" in shown
     assert derived.layout.chunk_rows % source.layout.chunk_rows == 0
     decoded = derived.read_all().fields["logits"]
     np.testing.assert_allclose(decoded, source.read_all().fields["logits"], atol=0.05)

@@ -60,7 +60,7 @@ def format_description(description: dict[str, Any]) -> str:
         f"created     {provenance['created']} by: {provenance['command']}",
         f"versions    {', '.join(f'{k} {v}' for k, v in provenance['versions'].items())}",
     ]
-    lines.extend(f"derived     {step}" for step in provenance.get("derived_from", ()))
+    lines.extend(f"derived     {_format_derivation(step)}" for step in provenance.get("derived_from", ()))
     return "\n".join(lines)
 
 
@@ -68,3 +68,15 @@ def _format_size(size: int | None, num_rows: int) -> str:
     if size is None:
         return "unknown (not a local folder)"
     return f"{size / 1e6:.3f} MB ({size / max(1, num_rows):.1f} B/sample)"
+
+
+def _format_derivation(step: dict[str, Any]) -> str:
+    """One conversion record, e.g. ``convert of /s/full.zarr (full {...} -> topk {...}) at <time>``."""
+    return (
+        f"{step.get('operation', 'derived')} of {step.get('source')} ({_format_encoding(step.get('source_encoding'))}"
+        f" -> {_format_encoding(step.get('encoding'))}) at {step.get('created')}"
+    )
+
+
+def _format_encoding(encoding: Any) -> str:
+    return f"{encoding.get('name')} {encoding.get('params')}" if isinstance(encoding, dict) else str(encoding)
