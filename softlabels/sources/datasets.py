@@ -10,6 +10,7 @@ import os
 import shutil
 import tarfile
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,12 @@ from torchvision import transforms
 
 from softlabels.errors import DataError, InvalidArgumentError, UnknownNameError
 from softlabels.sources.fingerprints import FingerprintBuilder
-from softlabels.sources.imagefolder import ImageFolderDataset, fingerprint_image_folder, scan_image_folder
+from softlabels.sources.imagefolder import (
+    ImageFolderDataset,
+    ImageTransform,
+    fingerprint_image_folder,
+    scan_image_folder,
+)
 from softlabels.sources.plugin_datasets import open_plugin_dataset
 from softlabels.sources.plugins import first_line, is_plugin_ref
 from softlabels.sources.torchvision_datasets import (
@@ -216,7 +222,7 @@ def _load_digits(spec: str, split: str) -> DatasetSource:
     dataset = DigitsDataset(images, labels)
     num_classes = 10
     builder = FingerprintBuilder("digits", split, len(labels), num_classes)
-    builder.add_labels(labels.tolist())
+    builder.add_labels(labels)
     builder.add_array(images)
     return DatasetSource(
         spec=spec,
@@ -250,12 +256,8 @@ def _digits_split(split: str) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.i
 
 def _load_image_folder(spec: str, root: str, split: str, augment: bool) -> DatasetSource:
     scan = scan_image_folder(root, split)
-    plain = ImageFolderDataset(scan.split_dir, scan.samples, image_transform())
-    input_shape = _shape_of_first(plain)
-    dataset = (
-        ImageFolderDataset(scan.split_dir, scan.samples, image_transform(input_shape[1:]))
-        if augment
-        else plain
+    dataset, input_shape = _image_dataset(
+        lambda transform: ImageFolderDataset(scan.split_dir, scan.samples, transform), augment
     )
     return DatasetSource(
         spec=spec,
@@ -276,9 +278,7 @@ def _load_torchvision(
     base = open_torchvision_dataset(name, split, data_root)
     if len(base) == 0:
         raise DataError(f"torchvision:{name} ({split}) under '{data_root}' is empty")
-    plain = TransformedDataset(base, image_transform())
-    input_shape = _shape_of_first(plain)
-    dataset = TransformedDataset(base, image_transform(input_shape[1:])) if augment else plain
+    dataset, input_shape = _image_dataset(lambda transform: TransformedDataset(base, transform), augment)
     labels = torchvision_labels(base)
     class_names = torchvision_class_names(base, labels)
     return DatasetSource(
@@ -306,6 +306,15 @@ def _load_plugin(spec: str, split: str) -> DatasetSource:
         fingerprint=info.fingerprint,
         num_samples=len(info.dataset),
     )
+
+
+def _image_dataset(
+    make: Callable[[ImageTransform], Dataset[tuple[torch.Tensor, int]]], augment: bool
+) -> tuple[Dataset[tuple[torch.Tensor, int]], tuple[int, int, int]]:
+    """An image-file dataset and its sample shape; augmenting crops to the shape of the plain samples."""
+    plain = make(image_transform())
+    input_shape = _shape_of_first(plain)
+    return (make(image_transform(input_shape[1:])) if augment else plain), input_shape
 
 
 def _shape_of_first(dataset: Dataset[tuple[torch.Tensor, int]]) -> tuple[int, int, int]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -51,9 +52,12 @@ class FingerprintBuilder:
         self._hash.update(contiguous.nbytes.to_bytes(8, "little"))
         self._hash.update(contiguous.data)  # the buffer itself, without a copy
 
-    def add_labels(self, labels: Iterable[int]) -> None:
-        """Add the labels in sample order, as little-endian int64."""
-        self.add_array(np.fromiter(labels, dtype="<i8"))
+    def add_labels(self, labels: npt.NDArray[np.integer[Any]] | Iterable[int]) -> None:
+        """Add the labels in sample order, as little-endian int64 (an array is cast without a Python loop)."""
+        if isinstance(labels, np.ndarray):
+            self.add_array(labels.astype("<i8", copy=False))
+        else:
+            self.add_array(np.fromiter(labels, dtype="<i8"))
 
     def hexdigest(self) -> str:
         """Return the fingerprint as 64 hex digits."""

@@ -202,7 +202,7 @@ def build_model(spec: str, *, num_classes: int, in_channels: int, input_size: in
     name = spec.removeprefix(_TORCHVISION_PREFIX)
     if name in torchvision_model_names():
         return _build_torchvision(name, num_classes, in_channels, input_size)
-    if is_plugin_ref(spec) and not spec.startswith(_TORCHVISION_PREFIX):
+    if _is_plugin_spec(spec):
         return _build_plugin(spec, num_classes, in_channels)
     raise _unknown_model(spec)
 

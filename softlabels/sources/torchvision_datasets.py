@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import gzip
 import inspect
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +17,7 @@ from torch.utils.data import Dataset
 
 from softlabels.errors import DataError, InvalidArgumentError, SoftLabelsError, UnknownNameError
 from softlabels.sources.fingerprints import FingerprintBuilder
+from softlabels.sources.imagefolder import ImageTransform
 from softlabels.sources.plugins import first_line
 
 __all__ = [
@@ -35,8 +36,6 @@ KNOWN_TORCHVISION_DATASETS = ("MNIST", "FashionMNIST", "KMNIST", "CIFAR10", "CIF
 # MNIST-style classes whose files are ``<prefix>-images-idx3-ubyte`` / ``<prefix>-labels-idx1-ubyte``.
 _IDX_CLASSES = ("MNIST", "FashionMNIST", "KMNIST")
 _TRAIN_TEST = ("train", "test")
-
-ImageTransform = Callable[[Image.Image], torch.Tensor]
 
 
 class TransformedDataset(Dataset[tuple[torch.Tensor, int]]):
@@ -138,7 +137,7 @@ def fingerprint_torchvision_dataset(
 ) -> str:
     """Fingerprint a torchvision dataset over its labels and raw data bytes."""
     builder = FingerprintBuilder(f"torchvision:{name}", split, len(labels), num_classes)
-    builder.add_labels(labels.tolist())
+    builder.add_labels(labels)
     data = getattr(dataset, "data", None)
     if isinstance(data, (np.ndarray, torch.Tensor)):
         builder.add_array(np.asarray(data))

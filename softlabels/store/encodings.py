@@ -247,16 +247,22 @@ def _require_2d(scaled_logits: np.ndarray) -> np.ndarray:
     return rows
 
 
-def _require_int(value: Any, option: str) -> int:
+def _require_int(value: Any, option: str, *, minimum: int | None = None) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
         raise InvalidArgumentError(f"{option} must be an integer, got {value!r}")
+    if minimum is not None and value < minimum:
+        raise InvalidArgumentError(f"{option} must be >= {minimum}, got {int(value)}")
     return int(value)
+
+
+def _row_numbers(shape: tuple[int, ...]) -> np.ndarray:
+    """The row number of every entry of a ``[rows, width]`` array (a broadcast view, no copy)."""
+    return np.broadcast_to(np.arange(shape[0])[:, None], shape)
 
 
 def _scatter_mask(indices: np.ndarray, keep: np.ndarray, num_classes: int) -> np.ndarray:
     mask = np.zeros((indices.shape[0], num_classes), dtype=bool)
-    rows = np.broadcast_to(np.arange(indices.shape[0])[:, None], indices.shape)
-    mask[rows[keep], indices[keep]] = True
+    mask[_row_numbers(indices.shape)[keep], indices[keep]] = True
     return mask
 
 
@@ -310,9 +316,7 @@ class TopKEncoding(Encoding):
     name = "topk"
 
     def __init__(self, k: int, dtype: str = "float16") -> None:
-        self.k = _require_int(k, "--k")
-        if self.k < 1:
-            raise InvalidArgumentError(f"--k must be >= 1, got {self.k}")
+        self.k = _require_int(k, "--k", minimum=1)
         self.dtype = check_value_dtype(dtype, self.name)
 
     def params(self) -> dict[str, Any]:
@@ -416,9 +420,7 @@ class SampledEncoding(Encoding):
     name = "sampled"
 
     def __init__(self, samples: int, seed: int = 0, dtype: str | None = None) -> None:
-        self.samples = _require_int(samples, "--samples")
-        if self.samples < 1:
-            raise InvalidArgumentError(f"--samples must be >= 1, got {self.samples}")
+        self.samples = _require_int(samples, "--samples", minimum=1)
         self.seed = _require_int(seed, "--seed")
         if not 0 <= self.seed < SEED_LIMIT:
             raise InvalidArgumentError(f"--seed must be in [0, 2**64), got {self.seed}")
@@ -461,8 +463,7 @@ class SampledEncoding(Encoding):
         indices = np.asarray(fields["indices"], dtype=np.int64)
         counts = np.asarray(fields["counts"], dtype=np.float64)
         probs = np.zeros((len(indices), num_classes), dtype=np.float64)
-        rows = np.broadcast_to(np.arange(len(indices))[:, None], indices.shape)
-        np.add.at(probs, (rows, indices), counts)  # padding adds 0 to class 0
+        np.add.at(probs, (_row_numbers(indices.shape), indices), counts)  # padding adds 0 to class 0
         empirical: np.ndarray = probs / probs.sum(axis=1, keepdims=True)
         return empirical
 
@@ -523,8 +524,7 @@ def distinct_with_counts(draws: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     flat_slot = (np.arange(num_rows)[:, None] * samples + slot).ravel()
     counts = np.bincount(flat_slot, minlength=num_rows * samples).reshape(num_rows, samples)
     indices = np.zeros(ordered.shape, dtype=np.int64)
-    row_of = np.broadcast_to(np.arange(num_rows)[:, None], ordered.shape)
-    indices[row_of[starts], slot[starts]] = ordered[starts]
+    indices[_row_numbers(ordered.shape)[starts], slot[starts]] = ordered[starts]
     return indices, counts
 
 

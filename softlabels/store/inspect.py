@@ -108,30 +108,26 @@ def _check_reference(store: LabelStore, full: LabelStore) -> None:
             f"the reference {full.location} holds {full.layout.encoding} labels; "
             "a reference must be a full store"
         )
-    ours, theirs = store.provenance, full.provenance
-    have = {
-        "rows": store.num_rows,
-        "classes": store.num_classes,
-        "split": ours.dataset.split,
-        "dataset fingerprint": ours.dataset.fingerprint,
-        "teacher": ours.teacher.spec,
-        "teacher weights sha256": ours.teacher.weights_sha256,
-        "temperature": ours.temperature,
-    }
-    want = {
-        "rows": full.num_rows,
-        "classes": full.num_classes,
-        "split": theirs.dataset.split,
-        "dataset fingerprint": theirs.dataset.fingerprint,
-        "teacher": theirs.teacher.spec,
-        "teacher weights sha256": theirs.teacher.weights_sha256,
-        "temperature": theirs.temperature,
-    }
+    have, want = _reference_identity(store), _reference_identity(full)
     found = differences(have, want, have_name="store", want_name="reference")
     if found:
         raise StoreMismatchError(
             f"{full.location} is not a reference for {store.location} ({'; '.join(found)})"
         )
+
+
+def _reference_identity(store: LabelStore) -> dict[str, Any]:
+    """What a store and its reference must share: the rows, the teacher and the temperature."""
+    provenance = store.provenance
+    return {
+        "rows": store.num_rows,
+        "classes": store.num_classes,
+        "split": provenance.dataset.split,
+        "dataset fingerprint": provenance.dataset.fingerprint,
+        "teacher": provenance.teacher.spec,
+        "teacher weights sha256": provenance.teacher.weights_sha256,
+        "temperature": provenance.temperature,
+    }
 
 
 def _blocks(store: LabelStore, full: LabelStore | None) -> list[tuple[int, int]]:
