@@ -114,7 +114,7 @@ def convert_store(source: str | os.PathLike[str], out: str | os.PathLike[str], *
     if pending:
         _run_shards(store.location, str(writer.path), writer.header, pending, scheduler, workers, progress)
     final = writer.mark_complete()
-    size = sum(p.stat().st_size for p in writer.path.rglob("*") if p.is_file())
+    size = writer.bytes_on_disk()
     return ConvertSummary(store.location, str(writer.path), encoding.name, encoding.params(), store.num_rows,
                           store.num_classes, final.layout.num_shards, len(pending), size,
                           time.perf_counter() - started)
