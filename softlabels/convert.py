@@ -64,17 +64,31 @@ class ConvertSummary:
     def describe(self) -> str:
         skipped = self.shards_total - self.shards_written
         resumed = f" ({skipped} shards were already done)" if skipped else ""
-        return (f"Converted {self.source} to {self.out}: {self.encoding} {self.encoding_params}, "
-                f"{self.num_rows} samples x {self.num_classes} classes, {self.shards_written} of "
-                f"{self.shards_total} shards this run{resumed}, {self.bytes_on_disk / 1e6:.2f} MB on disk "
-                f"({self.bytes_on_disk / max(1, self.num_rows):.1f} B/sample), {self.seconds:.1f} s.")
+        return (
+            f"Converted {self.source} to {self.out}: {self.encoding} {self.encoding_params}, "
+            f"{self.num_rows} samples x {self.num_classes} classes, {self.shards_written} of "
+            f"{self.shards_total} shards this run{resumed}, {self.bytes_on_disk / 1e6:.2f} MB on disk "
+            f"({self.bytes_on_disk / max(1, self.num_rows):.1f} B/sample), {self.seconds:.1f} s."
+        )
 
 
-def convert_store(source: str | os.PathLike[str], out: str | os.PathLike[str], *, to: str,
-                  k: int | None = None, samples: int | None = None, seed: int = 0, dtype: str = "float16",
-                  chunk_rows: int | None = None, chunks_per_shard: int = 1, scheduler: str = "threads",
-                  workers: int | None = None, overwrite: bool = False, progress: bool = False,
-                  command: str | None = None) -> ConvertSummary:
+def convert_store(
+    source: str | os.PathLike[str],
+    out: str | os.PathLike[str],
+    *,
+    to: str,
+    k: int | None = None,
+    samples: int | None = None,
+    seed: int = 0,
+    dtype: str = "float16",
+    chunk_rows: int | None = None,
+    chunks_per_shard: int = 1,
+    scheduler: str = "threads",
+    workers: int | None = None,
+    overwrite: bool = False,
+    progress: bool = False,
+    command: str | None = None,
+) -> ConvertSummary:
     """Derive a store of another format from a complete full store, resumably and in parallel.
 
     Args:
@@ -115,38 +129,60 @@ def convert_store(source: str | os.PathLike[str], out: str | os.PathLike[str], *
         _run_shards(store.location, str(writer.path), writer.header, pending, scheduler, workers, progress)
     final = writer.mark_complete()
     size = writer.bytes_on_disk()
-    return ConvertSummary(store.location, str(writer.path), encoding.name, encoding.params(), store.num_rows,
-                          store.num_classes, final.layout.num_shards, len(pending), size,
-                          time.perf_counter() - started)
+    return ConvertSummary(
+        store.location,
+        str(writer.path),
+        encoding.name,
+        encoding.params(),
+        store.num_rows,
+        store.num_classes,
+        final.layout.num_shards,
+        len(pending),
+        size,
+        time.perf_counter() - started,
+    )
 
 
-def _check_run_options(scheduler: str, workers: int | None, chunk_rows: int | None,
-                       chunks_per_shard: int) -> None:
+def _check_run_options(
+    scheduler: str, workers: int | None, chunk_rows: int | None, chunks_per_shard: int
+) -> None:
     if scheduler not in SCHEDULERS:
         raise InvalidArgumentError(f"scheduler '{scheduler}' is not one of {', '.join(SCHEDULERS)}")
-    for option, value in (("--workers", workers), ("--chunk-rows", chunk_rows),
-                          ("--chunks-per-shard", chunks_per_shard)):
+    for option, value in (
+        ("--workers", workers),
+        ("--chunk-rows", chunk_rows),
+        ("--chunks-per-shard", chunks_per_shard),
+    ):
         if value is not None and value < 1:
             raise InvalidArgumentError(f"{option} must be >= 1, got {value}")
 
 
 def _check_source(store: LabelStore, encoding: Encoding, out: str | os.PathLike[str]) -> None:
     if store.layout.encoding != "full":
-        raise InvalidArgumentError(f"{store.location} holds {store.layout.encoding} labels; convert derives "
-                                   "compact stores from full stores only (what a compact store dropped "
-                                   "cannot be recovered)")
+        raise InvalidArgumentError(
+            f"{store.location} holds {store.layout.encoding} labels; convert derives "
+            "compact stores from full stores only (what a compact store dropped "
+            "cannot be recovered)"
+        )
     encoding.fields(store.num_classes)  # refuses k > C before any work
     if Path(store.location).resolve() == Path(out).resolve():
         raise InvalidArgumentError(f"the output {out} is the source store itself; choose another OUT")
 
 
-def _derived_header(store: LabelStore, encoding: Encoding, chunk_rows: int | None, chunks_per_shard: int,
-                    command: str | None) -> StoreHeader:
-    rows_per_chunk = chunk_rows or _aligned_chunk_rows(store.layout.chunk_rows,
-                                                       encoding.bytes_per_row(store.num_classes))
-    layout = Layout(encoding=encoding.name, encoding_params=encoding.params(), num_rows=store.num_rows,
-                    num_classes=store.num_classes, chunk_rows=rows_per_chunk,
-                    shard_rows=rows_per_chunk * chunks_per_shard)
+def _derived_header(
+    store: LabelStore, encoding: Encoding, chunk_rows: int | None, chunks_per_shard: int, command: str | None
+) -> StoreHeader:
+    rows_per_chunk = chunk_rows or _aligned_chunk_rows(
+        store.layout.chunk_rows, encoding.bytes_per_row(store.num_classes)
+    )
+    layout = Layout(
+        encoding=encoding.name,
+        encoding_params=encoding.params(),
+        num_rows=store.num_rows,
+        num_classes=store.num_classes,
+        chunk_rows=rows_per_chunk,
+        shard_rows=rows_per_chunk * chunks_per_shard,
+    )
     record = {
         "operation": CONVERSION,
         "source": _absolute(store.location),
@@ -175,14 +211,24 @@ def _aligned_chunk_rows(source_chunk_rows: int, bytes_per_row: int) -> int:
 def _refuse_other_conversion(existing: StoreHeader, wanted: StoreHeader, path: Path) -> None:
     """A resumed conversion must continue one from the same kind of source (not float16 after float32)."""
     old, new = existing.provenance.derived_from, wanted.provenance.derived_from
-    if len(old) != len(new) or any(a.get(key) != b.get(key)
-                                   for a, b in zip(old, new, strict=True) for key in _RECORD_IDENTITY):
-        raise StoreMismatchError(f"{path} holds labels derived otherwise (store: {list(old)}; this run: "
-                                 f"{list(new)}); pass --overwrite to replace it")
+    if len(old) != len(new) or any(
+        a.get(key) != b.get(key) for a, b in zip(old, new, strict=True) for key in _RECORD_IDENTITY
+    ):
+        raise StoreMismatchError(
+            f"{path} holds labels derived otherwise (store: {list(old)}; this run: "
+            f"{list(new)}); pass --overwrite to replace it"
+        )
 
 
-def _run_shards(source: str, out: str, header: StoreHeader, shards: list[int], scheduler: str,
-                workers: int | None, progress: bool) -> None:
+def _run_shards(
+    source: str,
+    out: str,
+    header: StoreHeader,
+    shards: list[int],
+    scheduler: str,
+    workers: int | None,
+    progress: bool,
+) -> None:
     from dask.base import compute
     from dask.delayed import delayed
     from dask.diagnostics.progress import ProgressBar

@@ -16,29 +16,72 @@ SCHEDULERS = ["threads", "processes", "synchronous"]
 @cli.command()
 @click.argument("store")
 @click.argument("out")
-@click.option("--to", "to", type=click.Choice(LABEL_FORMATS), required=True,
-              help="Format of the new store (full: only to change --dtype).")
+@click.option(
+    "--to",
+    "to",
+    type=click.Choice(LABEL_FORMATS),
+    required=True,
+    help="Format of the new store (full: only to change --dtype).",
+)
 @click.option("--k", type=int, default=None, help="Classes kept per row (--to topk).")
 @click.option("--samples", type=int, default=None, help="Draws per row (--to sampled).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the draws (--to sampled).")
-@click.option("--dtype", type=click.Choice(VALUE_DTYPES), default="float16", show_default=True,
-              help="Stored value type for full and topk (int8: 8 bits with a per-row scale and offset).")
-@click.option("--chunk-rows", type=int, default=None,
-              help="Rows per Zarr chunk (default: about 1 MiB, a multiple of the source's chunk rows).")
+@click.option(
+    "--dtype",
+    type=click.Choice(VALUE_DTYPES),
+    default="float16",
+    show_default=True,
+    help="Stored value type for full and topk (int8: 8 bits with a per-row scale and offset).",
+)
+@click.option(
+    "--chunk-rows",
+    type=int,
+    default=None,
+    help="Rows per Zarr chunk (default: about 1 MiB, a multiple of the source's chunk rows).",
+)
 @click.option("--chunks-per-shard", type=int, default=1, show_default=True, help="Chunks per unit of work.")
-@click.option("--scheduler", type=click.Choice(SCHEDULERS), default="threads", show_default=True,
-              help="dask scheduler running the shards.")
+@click.option(
+    "--scheduler",
+    type=click.Choice(SCHEDULERS),
+    default="threads",
+    show_default=True,
+    help="dask scheduler running the shards.",
+)
 @click.option("--workers", type=int, default=None, help="Threads or processes (default: one per CPU).")
 @click.option("--overwrite", is_flag=True, help="Replace a store at OUT made with other settings.")
-def convert(store: str, out: str, to: str, k: int | None, samples: int | None, seed: int, dtype: str,
-            chunk_rows: int | None, chunks_per_shard: int, scheduler: str, workers: int | None,
-            overwrite: bool) -> None:
+def convert(
+    store: str,
+    out: str,
+    to: str,
+    k: int | None,
+    samples: int | None,
+    seed: int,
+    dtype: str,
+    chunk_rows: int | None,
+    chunks_per_shard: int,
+    scheduler: str,
+    workers: int | None,
+    overwrite: bool,
+) -> None:
     """Derive a compact store OUT from the full store STORE without running the teacher again."""
     from softlabels.convert import convert_store
 
-    summary = convert_store(store, out, to=to, k=k, samples=samples, seed=seed, dtype=dtype,
-                            chunk_rows=chunk_rows, chunks_per_shard=chunks_per_shard, scheduler=scheduler,
-                            workers=workers, overwrite=overwrite, progress=True, command=invocation())
+    summary = convert_store(
+        store,
+        out,
+        to=to,
+        k=k,
+        samples=samples,
+        seed=seed,
+        dtype=dtype,
+        chunk_rows=chunk_rows,
+        chunks_per_shard=chunks_per_shard,
+        scheduler=scheduler,
+        workers=workers,
+        overwrite=overwrite,
+        progress=True,
+        command=invocation(),
+    )
     click.echo(summary.describe())
 
 
