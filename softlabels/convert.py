@@ -35,6 +35,7 @@ from softlabels.store import (
     Layout,
     StoreHeader,
     StoreWriter,
+    WriteSummary,
     default_chunk_rows,
     open_store,
 )
@@ -47,28 +48,17 @@ _RECORD_IDENTITY = ("operation", "source_encoding", "encoding")
 
 
 @dataclass(frozen=True)
-class ConvertSummary:
+class ConvertSummary(WriteSummary):
     """What a conversion did."""
 
     source: str
-    out: str
     encoding: str
     encoding_params: dict[str, Any]
-    num_rows: int
-    num_classes: int
-    shards_total: int
-    shards_written: int
-    bytes_on_disk: int
-    seconds: float
 
     def describe(self) -> str:
-        skipped = self.shards_total - self.shards_written
-        resumed = f" ({skipped} shards were already done)" if skipped else ""
         return (
             f"Converted {self.source} to {self.out}: {self.encoding} {self.encoding_params}, "
-            f"{self.num_rows} samples x {self.num_classes} classes, {self.shards_written} of "
-            f"{self.shards_total} shards this run{resumed}, {self.bytes_on_disk / 1e6:.2f} MB on disk "
-            f"({self.bytes_on_disk / max(1, self.num_rows):.1f} B/sample), {self.seconds:.1f} s."
+            f"{self.describe_rows()}, {self.seconds:.1f} s."
         )
 
 
@@ -130,16 +120,16 @@ def convert_store(
     final = writer.mark_complete()
     size = writer.bytes_on_disk()
     return ConvertSummary(
-        store.location,
-        str(writer.path),
-        encoding.name,
-        encoding.params(),
-        store.num_rows,
-        store.num_classes,
-        final.layout.num_shards,
-        len(pending),
-        size,
-        time.perf_counter() - started,
+        out=str(writer.path),
+        num_rows=store.num_rows,
+        num_classes=store.num_classes,
+        shards_total=final.layout.num_shards,
+        shards_written=len(pending),
+        bytes_on_disk=size,
+        seconds=time.perf_counter() - started,
+        source=store.location,
+        encoding=encoding.name,
+        encoding_params=encoding.params(),
     )
 
 

@@ -29,6 +29,7 @@ from softlabels.store import (
     StoreHeader,
     StoreWriter,
     TeacherInfo,
+    WriteSummary,
     default_chunk_rows,
 )
 from softlabels.store.encodings import build_encoding
@@ -37,16 +38,8 @@ RANDOM_TEACHER_SEED = 0
 
 
 @dataclass(frozen=True)
-class GenerateSummary:
+class GenerateSummary(WriteSummary):
     """What a generation run did."""
-
-    out: str
-    num_rows: int
-    num_classes: int
-    shards_total: int
-    shards_written: int
-    bytes_on_disk: int
-    seconds: float
 
     @property
     def samples_per_second(self) -> float:
@@ -54,13 +47,9 @@ class GenerateSummary:
         return rows / self.seconds if self.seconds > 0 else 0.0
 
     def describe(self) -> str:
-        skipped = self.shards_total - self.shards_written
-        resumed = f" ({skipped} shards were already done)" if skipped else ""
         return (
-            f"Wrote {self.out}: {self.num_rows} samples x {self.num_classes} classes, "
-            f"{self.shards_written} of {self.shards_total} shards this run{resumed}, "
-            f"{self.bytes_on_disk / 1e6:.2f} MB on disk ({self.bytes_on_disk / max(1, self.num_rows):.1f} B/sample), "
-            f"{self.samples_per_second:.0f} samples/s, {self.seconds:.1f} s."
+            f"Wrote {self.out}: {self.describe_rows()}, {self.samples_per_second:.0f} samples/s, "
+            f"{self.seconds:.1f} s."
         )
 
 

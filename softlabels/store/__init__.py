@@ -23,7 +23,7 @@ from softlabels.store.schema import (
     TeacherInfo,
     default_chunk_rows,
 )
-from softlabels.store.writer import StoreWriter
+from softlabels.store.writer import StoreWriter, WriteSummary
 
 __all__ = [
     "FORMAT_NAME",
@@ -40,6 +40,7 @@ __all__ = [
     "SampledEncoding",
     "StoreHeader",
     "StoreWriter",
+    "WriteSummary",
     "TeacherInfo",
     "TopKEncoding",
     "build_encoding",

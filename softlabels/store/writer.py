@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import shutil
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,29 @@ from softlabels.store.reader import read_header
 from softlabels.store.schema import ATTRIBUTE_KEY, SHARDS_DONE_ARRAY, TARGETS_ARRAY, StoreHeader
 
 TARGETS_DTYPE = "int32"
+
+
+@dataclass(frozen=True)
+class WriteSummary:
+    """What a job that writes a store (``generate``, ``convert``) did."""
+
+    out: str
+    num_rows: int
+    num_classes: int
+    shards_total: int
+    shards_written: int
+    bytes_on_disk: int
+    seconds: float
+
+    def describe_rows(self) -> str:
+        """Rows, shards written this run (and already done before) and size on disk."""
+        skipped = self.shards_total - self.shards_written
+        resumed = f" ({skipped} shards were already done)" if skipped else ""
+        return (
+            f"{self.num_rows} samples x {self.num_classes} classes, {self.shards_written} of {self.shards_total} "
+            f"shards this run{resumed}, {self.bytes_on_disk / 1e6:.2f} MB on disk "
+            f"({self.bytes_on_disk / max(1, self.num_rows):.1f} B/sample)"
+        )
 
 
 class StoreWriter:
