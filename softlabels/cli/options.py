@@ -10,7 +10,8 @@ import click
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-def _apply(options: list[Callable[[F], F]], func: F) -> F:
+def apply_options(options: list[Callable[[F], F]], func: F) -> F:
+    """Decorate ``func`` with ``options`` so that they list in the given order."""
     for option in reversed(options):
         func = option(func)
     return func
@@ -18,7 +19,7 @@ def _apply(options: list[Callable[[F], F]], func: F) -> F:
 
 def dataset_options(func: F) -> F:
     """``--dataset``, ``--split`` and ``--data-root``."""
-    return _apply(
+    return apply_options(
         [
             click.option(
                 "--dataset",
@@ -38,7 +39,7 @@ def dataset_options(func: F) -> F:
 
 def device_options(func: F) -> F:
     """``--batch-size``, ``--num-workers`` and ``--device``."""
-    return _apply(
+    return apply_options(
         [
             click.option("--batch-size", type=int, default=256, show_default=True),
             click.option(

@@ -8,66 +8,69 @@ from typing import Any, TypeVar
 import click
 
 from softlabels.cli.main import cli
-from softlabels.cli.options import dataset_options, invocation
+from softlabels.cli.options import apply_options, dataset_options, invocation
 
 F = TypeVar("F", bound=Callable[..., Any])
 
 
 def _training_options(func: F) -> F:
     """The options both training commands share, in the order ``--help`` lists them."""
-    options: list[Callable[[F], F]] = [
-        click.option(
-            "--val-split",
-            default="test",
-            show_default=True,
-            help="Held-out split evaluated after every epoch.",
-        ),
-        click.option("--epochs", type=int, required=True, help="Passes over the training split."),
-        click.option("--batch-size", type=int, default=128, show_default=True),
-        click.option(
-            "--optimizer",
-            type=click.Choice(["sgd", "adamw"]),
-            default="sgd",
-            show_default=True,
-            help="SGD with Nesterov momentum 0.9, or AdamW; both with a cosine schedule.",
-        ),
-        click.option(
-            "--lr", type=float, default=None, help="Learning rate [default: 0.05 for sgd, 1e-3 for adamw]."
-        ),
-        click.option("--weight-decay", type=float, default=5e-4, show_default=True),
-        click.option(
-            "--num-workers", type=int, default=0, show_default=True, help="DataLoader worker processes."
-        ),
-        click.option("--device", default="auto", show_default=True, help="auto | cpu | cuda | cuda:N"),
-        click.option(
-            "--precision",
-            type=click.Choice(["fp32", "bf16", "fp16"]),
-            default="fp32",
-            show_default=True,
-            help="Compute precision (mixed precision for bf16/fp16).",
-        ),
-        click.option(
-            "--seed",
-            type=int,
-            default=0,
-            show_default=True,
-            help="Seeds the initial weights and the data order.",
-        ),
-        click.option(
-            "--augment",
-            is_flag=True,
-            help="Random crop + flip of image-file samples (off: stored labels describe plain samples).",
-        ),
-        click.option(
-            "--out",
-            required=True,
-            help="Run folder: config, metrics, last/best/final checkpoints; re-run to resume.",
-        ),
-        click.option("--overwrite", is_flag=True, help="Start over in an --out that holds another run."),
-    ]
-    for option in reversed(options):
-        func = option(func)
-    return func
+    return apply_options(
+        [
+            click.option(
+                "--val-split",
+                default="test",
+                show_default=True,
+                help="Held-out split evaluated after every epoch.",
+            ),
+            click.option("--epochs", type=int, required=True, help="Passes over the training split."),
+            click.option("--batch-size", type=int, default=128, show_default=True),
+            click.option(
+                "--optimizer",
+                type=click.Choice(["sgd", "adamw"]),
+                default="sgd",
+                show_default=True,
+                help="SGD with Nesterov momentum 0.9, or AdamW; both with a cosine schedule.",
+            ),
+            click.option(
+                "--lr",
+                type=float,
+                default=None,
+                help="Learning rate [default: 0.05 for sgd, 1e-3 for adamw].",
+            ),
+            click.option("--weight-decay", type=float, default=5e-4, show_default=True),
+            click.option(
+                "--num-workers", type=int, default=0, show_default=True, help="DataLoader worker processes."
+            ),
+            click.option("--device", default="auto", show_default=True, help="auto | cpu | cuda | cuda:N"),
+            click.option(
+                "--precision",
+                type=click.Choice(["fp32", "bf16", "fp16"]),
+                default="fp32",
+                show_default=True,
+                help="Compute precision (mixed precision for bf16/fp16).",
+            ),
+            click.option(
+                "--seed",
+                type=int,
+                default=0,
+                show_default=True,
+                help="Seeds the initial weights and the data order.",
+            ),
+            click.option(
+                "--augment",
+                is_flag=True,
+                help="Random crop + flip of image-file samples (off: stored labels describe plain samples).",
+            ),
+            click.option(
+                "--out",
+                required=True,
+                help="Run folder: config, metrics, last/best/final checkpoints; re-run to resume.",
+            ),
+            click.option("--overwrite", is_flag=True, help="Start over in an --out that holds another run."),
+        ],
+        func,
+    )
 
 
 @cli.command("train-student")

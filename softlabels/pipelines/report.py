@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import dataclasses
 import io
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from softlabels.student.checkpoints import write_atomically
+from softlabels.student.checkpoints import write_atomically, write_json
 
 __all__ = [
     "REPORT_JSON",
@@ -228,7 +227,7 @@ def write_report(report: PipelineReport) -> tuple[Path, Path]:
     """
     folder = Path(report.output)
     json_path, png_path = folder / REPORT_JSON, folder / REPORT_PNG
-    write_atomically(json_path, (json.dumps(report.to_json(), indent=2) + "\n").encode())
+    write_json(json_path, report.to_json())
     plot_report(report, png_path)
     return json_path, png_path
 

@@ -40,18 +40,25 @@ from softlabels.pipelines.report import (
     epochs,
     write_report,
 )
-from softlabels.pipelines.spec import DEFAULT_DTYPE, PipelineSpec, StudentSpec, TeacherSpec
-from softlabels.runtime import autocast, resolve_device
-from softlabels.sources import BUILTIN_MODELS, DatasetSource, ensure_cifar10, load_dataset, load_model
-from softlabels.sources.models import torchvision_model_names
+from softlabels.pipelines.spec import DEFAULT_DTYPE, TRAINING_OPTIONS, PipelineSpec, StudentSpec, TeacherSpec
+from softlabels.runtime import resolve_device
+from softlabels.sources import BUILTIN_MODELS, DatasetSource, ensure_cifar10, load_dataset
+from softlabels.sources.models import is_model_name
 from softlabels.sources.plugins import is_plugin_ref
 from softlabels.student.checkpoints import RUN_FILES, write_json
-from softlabels.student.train import TeacherConfig, TrainConfig, TrainSummary, train_student, train_teacher
+from softlabels.student.train import (
+    TeacherConfig,
+    TrainConfig,
+    TrainSummary,
+    evaluate,
+    load_job_model,
+    train_student,
+    train_teacher,
+)
 
 __all__ = ["TEACHER_EVALUATION", "run_pipeline"]
 
 TEACHER_EVALUATION = "evaluation.json"
-TRAINING_OPTIONS = ("batch_size", "optimizer", "lr", "weight_decay", "augment", "seed")
 """The cached accuracy of given teacher weights, in ``<output>/teacher``."""
 
 
@@ -233,8 +240,7 @@ def _section(spec: PipelineSpec, key: str) -> Iterator[None]:
 
 
 def _check_model(spec: PipelineSpec, key: str, model: str) -> None:
-    name = model.removeprefix("torchvision:")
-    if model in BUILTIN_MODELS or name in torchvision_model_names() or is_plugin_ref(model):
+    if is_model_name(model) or is_plugin_ref(model):
         return
     raise PipelineError(
         f"{spec.source}: {key}: expected a built-in model ({', '.join(BUILTIN_MODELS)}), a torchvision "
@@ -326,7 +332,7 @@ def _generate_stage(plan: _Plan, say: _Speaker) -> StoreResult:
     return StoreResult(
         path=summary.out,
         label_format=config.label_format,
-        dtype=None if config.label_format == "sampled" else config.dtype,
+        dtype=plan.spec.generate.dtype,
         temperature=config.temperature,
         num_rows=summary.num_rows,
         num_classes=summary.num_classes,
@@ -382,14 +388,7 @@ def _evaluate_teacher(
     new weights or new data are evaluated again; ``overwrite`` ignores it.
     """
     source = load_dataset(spec.dataset.source_spec, spec.dataset.val_split, data_root=spec.dataset.data_root)
-    teacher = load_model(
-        spec.teacher.model,
-        num_classes=source.num_classes,
-        in_channels=source.in_channels,
-        input_size=source.input_shape[-1],
-        weights=weights,
-        role="teacher",
-    )
+    teacher = load_job_model(spec.teacher.model, source, weights=weights, role="teacher")
     key = {
         "model": teacher.spec,
         "weights sha256": teacher.weights_sha256,
@@ -403,7 +402,6 @@ def _evaluate_teacher(
     if not overwrite and cached is not None and cached.get("key") == key:
         return float(cached["accuracy"]), "reused"
     accuracy = _accuracy(teacher.module, source, spec, device)
-    record_path.parent.mkdir(parents=True, exist_ok=True)
     write_json(record_path, {"key": key, "accuracy": accuracy, "weights": weights})
     return accuracy, "evaluated"
 
@@ -425,11 +423,5 @@ def _accuracy(
         num_workers=spec.run.num_workers,
         pin_memory=device.type == "cuda",
     )
-    model = model.to(device).eval()
-    correct = torch.zeros((), dtype=torch.int64, device=device)
-    with torch.inference_mode():
-        for inputs, targets in loader:
-            with autocast(device, spec.run.precision):
-                logits = model(inputs.to(device, non_blocking=True))
-            correct += (logits.argmax(dim=1) == targets.to(device, non_blocking=True)).sum()
-    return int(correct.item()) / len(source)
+    _, accuracy = evaluate(model.to(device), loader, device, spec.run.precision)
+    return accuracy

@@ -589,6 +589,8 @@ _TRAINING_FIELDS = (
     _Field("augment", _boolean, False),
     _Field("seed", _integer(0), None),
 )
+TRAINING_OPTIONS = tuple(item.key for item in _TRAINING_FIELDS)
+"""The training settings teacher and student sections share (named as the trainer's configs name them)."""
 _TEACHER_FIELDS = (
     _Field("model", _text),
     _Field("weights", _path, None),

@@ -241,7 +241,7 @@ def load_model(
         raise InvalidArgumentError(f"pass either --{role}-weights or --random-weights, not both")
     if weights is None and not random_weights and not _is_plugin_spec(spec):
         # Checked before building so that a forgotten option fails fast.
-        if not _is_architecture_name(spec):
+        if not is_model_name(spec):
             raise _unknown_model(spec)
         raise WeightsError(
             f"model '{spec}' has no trained weights: pass --{role}-weights PATH "
@@ -266,7 +266,8 @@ def torchvision_model_names() -> frozenset[str]:
     return frozenset(torchvision.models.list_models(module=torchvision.models))
 
 
-def _is_architecture_name(spec: str) -> bool:
+def is_model_name(spec: str) -> bool:
+    """A built-in model or a torchvision classification architecture (``torchvision:`` prefix optional)."""
     return spec in BUILTIN_MODELS or spec.removeprefix(_TORCHVISION_PREFIX) in torchvision_model_names()
 
 

@@ -276,17 +276,18 @@ class SoftLabelDataset(IterableDataset[Sample]):
             self.header: StoreHeader | None = None
             self.encoding: Encoding | None = None
             self.temperature: float | None = None
-            chunk_rows = _default_chunk_rows(self.source.num_classes)
-            label_bytes = FullEncoding().bytes_per_row(self.source.num_classes) * len(self.source)
+            # As if stored: a default ``full`` float16 store of this data, chunked as ``generate`` would.
+            row_bytes = FullEncoding().bytes_per_row(self.source.num_classes)
+            chunk_rows = default_chunk_rows(row_bytes)
         else:
             store = self._store()
-            store.check_matches(self.source)
+            store.check_matches(self.source)  # so the store has len(source) rows of num_classes
             self.header = store.header
             self.encoding = store.encoding
             self.temperature = store.temperature
+            row_bytes = store.encoding.bytes_per_row(store.num_classes)
             chunk_rows = store.layout.chunk_rows
-            label_bytes = store.encoding.bytes_per_row(store.num_classes) * store.num_rows
-        self.in_memory = label_bytes <= memory_budget_bytes
+        self.in_memory = row_bytes * len(self.source) <= memory_budget_bytes
         self.plan = EpochPlan(
             len(self.source),
             chunk_rows,
@@ -403,11 +404,6 @@ def _resolve_source(
     if len(source) == 0:
         raise DataError(f"dataset {dataset} [{source.split}] has no samples")
     return source
-
-
-def _default_chunk_rows(num_classes: int) -> int:
-    """The chunk size ``generate`` picks by default for a ``full`` float16 store of this data."""
-    return default_chunk_rows(FullEncoding().bytes_per_row(num_classes))
 
 
 def _label_row(fields: Mapping[str, np.ndarray], position: int, *, full: bool) -> Labels:

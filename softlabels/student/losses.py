@@ -99,10 +99,7 @@ def kd_loss(
     Raises:
         InvalidArgumentError: On a bad shape, dtype, temperature, alpha or missing targets.
     """
-    student = _student_logits(student_logits)
-    _check_temperature(temperature)
-    _check_alpha(alpha)
-    hard_targets = _hard_targets(targets, student, alpha)
+    student, hard_targets = _checked_inputs(student_logits, targets, temperature, alpha)
     teacher = _teacher_floats(teacher_logits, "teacher_logits", student)
     _check_shape(teacher, tuple(student.shape), "teacher_logits")
     log_q = F.log_softmax(student / temperature, dim=1)
@@ -161,11 +158,7 @@ def topk_kd_loss(
             targets.
         UnknownNameError: If ``residual`` is not one of :data:`RESIDUAL_RULES`.
     """
-    student = _student_logits(student_logits)
-    _check_temperature(temperature)
-    _check_alpha(alpha)
-    _check_residual_rule(residual)
-    hard_targets = _hard_targets(targets, student, alpha)
+    student, hard_targets = _checked_inputs(student_logits, targets, temperature, alpha, residual=residual)
     kept_rows, kept_classes, normalizer = _topk_fields(values, indices, log_normalizer, student)
     scaled_student = student / temperature
     if residual == "uniform":
@@ -213,10 +206,7 @@ def sampled_kd_loss(
         InvalidArgumentError: On a bad shape, dtype, index, count, temperature, alpha or missing
             targets.
     """
-    student = _student_logits(student_logits)
-    _check_temperature(temperature)
-    _check_alpha(alpha)
-    hard_targets = _hard_targets(targets, student, alpha)
+    student, hard_targets = _checked_inputs(student_logits, targets, temperature, alpha)
     drawn_classes, weights = _sampled_fields(indices, counts, student)
     log_q = F.log_softmax(student / temperature, dim=1)
     cross_entropy = -(weights * log_q.gather(1, drawn_classes)).sum(dim=1).mean()
@@ -284,6 +274,25 @@ def distillation_loss(
     raise UnknownNameError(
         f"unknown soft-label encoding {encoding!r}; valid encodings: {', '.join(ENCODINGS)}"
     )
+
+
+def _checked_inputs(
+    student_logits: Tensor,
+    targets: Tensor | None,
+    temperature: float,
+    alpha: float,
+    *,
+    residual: str = "uniform",
+) -> tuple[Tensor, Tensor | None]:
+    """The checks every loss starts with, in order; returns the student logits and the hard targets.
+
+    ``residual`` is checked too (only :func:`topk_kd_loss` passes one; the default always passes).
+    """
+    student = _student_logits(student_logits)
+    _check_temperature(temperature)
+    _check_alpha(alpha)
+    _check_residual_rule(residual)
+    return student, _hard_targets(targets, student, alpha)
 
 
 def _blend(distill: Tensor, student: Tensor, hard_targets: Tensor | None, alpha: float) -> Tensor:

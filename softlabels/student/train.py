@@ -322,7 +322,7 @@ def _prepare(
     """Load the validation data and the model (seeded), and describe the run for ``config.json``."""
     val_source = _validation_source(config, train_data.source)
     seed_everything(config.seed)
-    model = _load_model(model_spec, train_data.source, weights=weights, role=kind)
+    model = load_job_model(model_spec, train_data.source, weights=weights, role=kind)
     header = train_data.header
     inputs = {
         "train data": train_data.source.fingerprint,
@@ -363,7 +363,8 @@ def _validation_source(config: LoopConfig, train: DatasetSource) -> DatasetSourc
     return source
 
 
-def _load_model(spec: str, source: DatasetSource, *, weights: str | None, role: str) -> ModelSource:
+def load_job_model(spec: str, source: DatasetSource, *, weights: str | None, role: str) -> ModelSource:
+    """The model ``spec`` sized for ``source``, from ``weights`` or freshly initialised (trainers start from scratch)."""
     return load_model(
         spec,
         num_classes=source.num_classes,
@@ -384,7 +385,7 @@ def _run(job: _Job) -> TrainSummary:
         for epoch in range(resumed_after, job.config.epochs):
             trainer.finish_epoch(trainer.train_and_validate(epoch))
         # A finished run keeps its final.pt untouched: stores made from it record its sha256.
-        if resumed_after < job.config.epochs or not (Path(job.config.out) / RUN_FILES.final).exists():
+        if resumed_after < job.config.epochs or not (trainer.out / RUN_FILES.final).exists():
             trainer.save_weights(RUN_FILES.final)
         summary = trainer.summary(resumed_after, time.perf_counter() - started)
         write_json(trainer.out / RUN_FILES.summary, summary.to_json())
@@ -437,7 +438,7 @@ class _Trainer:
             raise InvalidArgumentError(
                 f"the training loss became {train_loss} in epoch {epoch + 1}; try a lower --lr"
             )
-        val_loss, val_accuracy = _evaluate(self.model, self.val_loader, self.device, self.config.precision)
+        val_loss, val_accuracy = evaluate(self.model, self.val_loader, self.device, self.config.precision)
         self.scheduler.step()
         seconds = time.perf_counter() - started
         if self.config.progress:
@@ -536,7 +537,7 @@ class _Trainer:
             torch.cuda.set_rng_state_all(cuda_states)
 
 
-def _evaluate(
+def evaluate(
     model: nn.Module, loader: DataLoader[tuple[torch.Tensor, int]], device: torch.device, precision: str
 ) -> tuple[float, float]:
     """Mean cross-entropy and accuracy on the held-out split."""

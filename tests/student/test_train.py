@@ -151,7 +151,7 @@ def test_no_kd_uses_hard_labels_with_or_without_the_store(
 
 def interrupt_evaluation_at(monkeypatch: pytest.MonkeyPatch, call: int) -> None:
     """Make the ``call``-th validation pass raise KeyboardInterrupt, as a Ctrl-C in that epoch would."""
-    original = train_module._evaluate
+    original = train_module.evaluate
     calls = []
 
     def evaluate(*args: Any) -> tuple[float, float]:
@@ -160,7 +160,7 @@ def interrupt_evaluation_at(monkeypatch: pytest.MonkeyPatch, call: int) -> None:
             raise KeyboardInterrupt
         return original(*args)
 
-    monkeypatch.setattr(train_module, "_evaluate", evaluate)
+    monkeypatch.setattr(train_module, "evaluate", evaluate)
 
 
 def test_interrupted_run_resumes_to_the_weights_of_an_uninterrupted_one(
