@@ -130,3 +130,16 @@ def test_inspect_refusals(full_store: Path, tmp_path: Path, softlabels_main: Any
     CliRunner().invoke(cli, ["convert", str(full_store), str(sampled), "--to", "sampled", "--samples", "3"])
     result = softlabels_main("inspect", str(full_store), "--reference", str(sampled))
     assert result.exit_code == 1 and "a reference must be a full store" in result.stderr
+
+
+def test_cli_choices_match_the_library() -> None:
+    # The CLI keeps its own copies so that building it imports neither torch nor zarr.
+    from softlabels.cli.format_commands import SCHEDULERS
+    from softlabels.cli.options import LABEL_FORMATS, VALUE_DTYPES
+    from softlabels.convert import SCHEDULERS as LIBRARY_SCHEDULERS
+    from softlabels.store import VALUE_DTYPES as LIBRARY_DTYPES
+    from softlabels.store import encoding_names
+
+    assert sorted(LABEL_FORMATS) == sorted(encoding_names())
+    assert tuple(VALUE_DTYPES) == tuple(LIBRARY_DTYPES)
+    assert tuple(SCHEDULERS) == tuple(LIBRARY_SCHEDULERS)

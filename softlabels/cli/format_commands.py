@@ -7,8 +7,7 @@ import json
 import click
 
 from softlabels.cli.main import cli
-from softlabels.cli.options import invocation
-from softlabels.cli.store_commands import LABEL_FORMATS, VALUE_DTYPES
+from softlabels.cli.options import LABEL_FORMATS, format_options, invocation
 
 SCHEDULERS = ["threads", "processes", "synchronous"]
 
@@ -23,16 +22,7 @@ SCHEDULERS = ["threads", "processes", "synchronous"]
     required=True,
     help="Format of the new store (full: only to change --dtype).",
 )
-@click.option("--k", type=int, default=None, help="Classes kept per row (--to topk).")
-@click.option("--samples", type=int, default=None, help="Draws per row (--to sampled).")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the draws (--to sampled).")
-@click.option(
-    "--dtype",
-    type=click.Choice(VALUE_DTYPES),
-    default="float16",
-    show_default=True,
-    help="Stored value type for full and topk (int8: 8 bits with a per-row scale and offset).",
-)
+@format_options("--to")
 @click.option(
     "--chunk-rows",
     type=int,

@@ -17,6 +17,40 @@ def apply_options(options: list[Callable[[F], F]], func: F) -> F:
     return func
 
 
+# Copies of the library's names, so that building the CLI imports neither torch nor zarr (tests compare them).
+LABEL_FORMATS = ["full", "topk", "sampled"]
+VALUE_DTYPES = ["float16", "bfloat16", "float32", "int8"]
+
+
+def format_options(switch: str) -> Callable[[F], F]:
+    """``--k``, ``--samples``, ``--seed`` and ``--dtype``; ``switch`` (``--format`` or ``--to``) picks the format."""
+
+    def decorate(func: F) -> F:
+        return apply_options(
+            [
+                click.option("--k", type=int, default=None, help=f"Classes kept per row ({switch} topk)."),
+                click.option("--samples", type=int, default=None, help=f"Draws per row ({switch} sampled)."),
+                click.option(
+                    "--seed",
+                    type=int,
+                    default=0,
+                    show_default=True,
+                    help=f"Seed of the draws ({switch} sampled).",
+                ),
+                click.option(
+                    "--dtype",
+                    type=click.Choice(VALUE_DTYPES),
+                    default="float16",
+                    show_default=True,
+                    help="Stored value type for full and topk (int8: 8 bits with a per-row scale and offset).",
+                ),
+            ],
+            func,
+        )
+
+    return decorate
+
+
 def dataset_options(func: F) -> F:
     """``--dataset``, ``--split`` and ``--data-root``."""
     return apply_options(

@@ -8,10 +8,7 @@ from typing import Any
 import click
 
 from softlabels.cli.main import cli
-from softlabels.cli.options import dataset_options, device_options, invocation
-
-LABEL_FORMATS = ["full", "topk", "sampled"]
-VALUE_DTYPES = ["float16", "bfloat16", "float32", "int8"]
+from softlabels.cli.options import LABEL_FORMATS, dataset_options, device_options, format_options, invocation
 
 
 @cli.command()
@@ -30,13 +27,6 @@ VALUE_DTYPES = ["float16", "bfloat16", "float32", "int8"]
     help="Teacher compute precision (mixed precision for bf16/fp16).",
 )
 @click.option(
-    "--dtype",
-    type=click.Choice(VALUE_DTYPES),
-    default="float16",
-    show_default=True,
-    help="Stored value type (int8: 8 bits with a per-row scale and offset).",
-)
-@click.option(
     "--format",
     "label_format",
     type=click.Choice(LABEL_FORMATS),
@@ -44,9 +34,7 @@ VALUE_DTYPES = ["float16", "bfloat16", "float32", "int8"]
     show_default=True,
     help="full logits, the top-k per row, or classes sampled from the teacher distribution.",
 )
-@click.option("--k", type=int, default=None, help="Classes kept per row (--format topk).")
-@click.option("--samples", type=int, default=None, help="Draws per row (--format sampled).")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the draws (--format sampled).")
+@format_options("--format")
 @click.option(
     "--chunk-rows", type=int, default=None, help="Rows per Zarr chunk (default: about 1 MiB per chunk)."
 )
