@@ -80,3 +80,23 @@ def softlabels_main(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.Monk
         return CommandResult(code, captured.out, captured.err)
 
     return invoke
+
+
+@pytest.fixture
+def fresh_help() -> object:
+    """``softlabels <command> --help`` in a new interpreter: its text and whether torch or zarr got imported."""
+    import subprocess
+    import sys
+
+    def show(command: str) -> tuple[str, set[str]]:
+        code = (
+            "import sys; from click.testing import CliRunner; from softlabels.cli import cli; "
+            f"import softlabels.cli.commands; r = CliRunner().invoke(cli, [{command!r}, '--help']); "
+            "assert r.exit_code == 0, r.output; "
+            "print(','.join(m for m in ('torch', 'zarr') if m in sys.modules)); print(r.output)"
+        )
+        result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+        heavy, text = result.stdout.split("\n", 1)
+        return text, set(filter(None, heavy.split(",")))
+
+    return show
