@@ -8,7 +8,7 @@ from typing import Any
 
 from softlabels.errors import InvalidArgumentError
 from softlabels.runtime import check_precision
-from softlabels.store.encodings import build_encoding, format_options
+from softlabels.store.encodings import Encoding, build_encoding, format_options
 
 
 @dataclass(frozen=True)
@@ -48,7 +48,11 @@ class GenerateConfig:
         check_precision(self.precision)
         # Refuse an unknown format, a bad dtype, k < 1 or S < 1 now, before a teacher is loaded
         # (k > C needs the dataset and is refused when the store's layout is made).
-        build_encoding(self.label_format, dtype=self.dtype, **self.format_options)
+        self.encoding()
+
+    def encoding(self) -> Encoding:
+        """The row encoding ``--format``, ``--dtype`` and the format options ask for."""
+        return build_encoding(self.label_format, dtype=self.dtype, **self.format_options)
 
     def to_json(self) -> dict[str, Any]:
         """The configuration as recorded in the store's provenance (without run-only switches)."""

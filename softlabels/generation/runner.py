@@ -32,7 +32,6 @@ from softlabels.store import (
     WriteSummary,
     default_chunk_rows,
 )
-from softlabels.store.encodings import build_encoding
 
 RANDOM_TEACHER_SEED = 0
 
@@ -63,7 +62,7 @@ def generate(config: GenerateConfig) -> GenerateSummary:
     if len(source) == 0:
         raise InvalidArgumentError(f"dataset {config.dataset} [{config.split}] has no samples")
     teacher = _load_teacher(config, source)
-    encoding = build_encoding(config.label_format, dtype=config.dtype, **config.format_options)
+    encoding = config.encoding()
     header = _new_header(config, source, teacher, encoding)
     writer = StoreWriter.open(config.out, header, encoding, overwrite=config.overwrite)
     pending = writer.pending_shards()
