@@ -35,8 +35,12 @@ def write_results(name: str, results: dict[str, Any]) -> Path:
 
     RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / f"{name}.json"
-    machine = {"cpu_count": os.cpu_count(), "platform": platform.platform(), "torch": torch.__version__,
-               "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
-               "measured": time.strftime("%Y-%m-%d %H:%M:%S")}
+    machine = {
+        "cpu_count": os.cpu_count(),
+        "platform": platform.platform(),
+        "torch": torch.__version__,
+        "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
+        "measured": time.strftime("%Y-%m-%d %H:%M:%S"),
+    }
     path.write_text(json.dumps({"machine": machine, **results}, indent=2) + "\n")
     return path

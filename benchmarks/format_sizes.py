@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from softlabels.format.encodings import build_encoding
 from softlabels.store import (
     DatasetInfo,
     Encoding,
@@ -35,7 +36,6 @@ from softlabels.store import (
     TeacherInfo,
     default_chunk_rows,
 )
-from softlabels.store.encodings import build_encoding
 from softlabels.store.inspect import stored_bytes
 
 CLASS_COUNTS = (10, 100, 1000)
@@ -55,8 +55,9 @@ RESULTS = Path(__file__).parent / "results" / "format_sizes.json"
 MARGIN = 6.0
 
 
-def synthetic_rows(num_rows: int, num_classes: int, temperature: float,
-                   seed: int) -> tuple[np.ndarray, np.ndarray]:
+def synthetic_rows(
+    num_rows: int, num_classes: int, temperature: float, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
     """Scaled logits ``z / T`` of a confident but imperfect classifier, and the true classes."""
     rng = np.random.default_rng(seed)
     targets = rng.integers(0, num_classes, num_rows)
@@ -70,15 +71,22 @@ def header_for(encoding: Encoding, num_rows: int, num_classes: int, temperature:
     layout = Layout(encoding.name, encoding.params(), num_rows, num_classes, chunk_rows, chunk_rows)
     provenance = Provenance(
         teacher=TeacherInfo("synthetic", 0, None, None),
-        dataset=DatasetInfo("synthetic", "train", num_rows, num_classes, tuple(map(str, range(num_classes))),
-                            "0" * 64),
-        temperature=temperature, precision="fp32", command="benchmarks/format_sizes.py", config={},
-        created="", versions={})
+        dataset=DatasetInfo(
+            "synthetic", "train", num_rows, num_classes, tuple(map(str, range(num_classes))), "0" * 64
+        ),
+        temperature=temperature,
+        precision="fp32",
+        command="benchmarks/format_sizes.py",
+        config={},
+        created="",
+        versions={},
+    )
     return StoreHeader(layout=layout, provenance=provenance)
 
 
-def measure(path: Path, encoding: Encoding, rows: np.ndarray, targets: np.ndarray,
-            temperature: float) -> dict[str, float]:
+def measure(
+    path: Path, encoding: Encoding, rows: np.ndarray, targets: np.ndarray, temperature: float
+) -> dict[str, float]:
     """Write ``rows`` as a store in ``encoding`` and return its bytes per sample."""
     num_rows, num_classes = rows.shape
     header = header_for(encoding, num_rows, num_classes, temperature)
@@ -88,8 +96,11 @@ def measure(path: Path, encoding: Encoding, rows: np.ndarray, targets: np.ndarra
         writer.write_shard(shard, encoding.encode(rows[start:stop], start), targets[start:stop])
     writer.mark_complete()
     disk = stored_bytes(str(path), [spec.name for spec in encoding.fields(num_classes)])
-    return {"raw": float(encoding.bytes_per_row(num_classes)), "disk": disk / num_rows,
-            "ratio": 4 * num_classes * num_rows / disk}
+    return {
+        "raw": float(encoding.bytes_per_row(num_classes)),
+        "disk": disk / num_rows,
+        "ratio": 4 * num_classes * num_rows / disk,
+    }
 
 
 def run(num_rows: int, temperature: float, seed: int) -> dict[str, Any]:
@@ -103,15 +114,24 @@ def run(num_rows: int, temperature: float, seed: int) -> dict[str, Any]:
                 encoding = build_encoding(label_format, **options)
                 path = Path(scratch) / f"{num_classes}-{number}.zarr"
                 sizes = measure(path, encoding, rows, targets, temperature)
-                results.append({"classes": num_classes, "format": label, "encoding": encoding.name,
-                                "params": encoding.params(), **sizes})
+                results.append(
+                    {
+                        "classes": num_classes,
+                        "format": label,
+                        "encoding": encoding.name,
+                        "params": encoding.params(),
+                        **sizes,
+                    }
+                )
     return {"rows": num_rows, "temperature": temperature, "seed": seed, "results": results}
 
 
 def markdown(report: dict[str, Any]) -> str:
     """One row per format, one column per class count: disk B/sample (raw B/sample, ratio vs fp32)."""
-    cells = {(r["format"], r["classes"]): f"{r['disk']:.1f} ({r['raw']:.0f}, {r['ratio']:.1f}x)"
-             for r in report["results"]}
+    cells = {
+        (r["format"], r["classes"]): f"{r['disk']:.1f} ({r['raw']:.0f}, {r['ratio']:.1f}x)"
+        for r in report["results"]
+    }
     header = "| format | " + " | ".join(f"{c} classes" for c in CLASS_COUNTS) + " |"
     lines = [header, "|" + " --- |" * (len(CLASS_COUNTS) + 1)]
     for label, _, _ in FORMATS:
@@ -129,8 +149,10 @@ def main() -> None:
     report = run(args.rows, args.temperature, args.seed)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"Bytes per sample on disk (uncompressed, ratio vs float32 full), {args.rows} synthetic rows, "
-          f"T = {args.temperature}; written to {args.out}\n")
+    print(
+        f"Bytes per sample on disk (uncompressed, ratio vs float32 full), {args.rows} synthetic rows, "
+        f"T = {args.temperature}; written to {args.out}\n"
+    )
     print(markdown(report))
 
 

@@ -24,8 +24,8 @@ import torch
 from common import cifar10_root, timed, write_results
 from torch.utils.data import DataLoader
 
-from softlabels.generation import GenerateConfig, generate
-from softlabels.generation.runner import shard_batches
+from softlabels.processing.generation import GenerateConfig, generate
+from softlabels.processing.generation.runner import shard_batches
 from softlabels.runtime import resolve_device
 from softlabels.sources import load_dataset, load_model
 from softlabels.store import FullEncoding, StoreHeader, StoreWriter, default_chunk_rows, open_store
@@ -34,14 +34,23 @@ from softlabels.store import FullEncoding, StoreHeader, StoreWriter, default_chu
 def bare_loop(config: GenerateConfig) -> np.ndarray:
     """The teacher over the same batches and DataLoader as ``generate``, keeping logits in memory only."""
     source = load_dataset(config.dataset, config.split)
-    model = load_model(config.teacher, num_classes=source.num_classes, in_channels=source.in_channels,
-                       input_size=source.input_shape[-1], random_weights=True).module
+    model = load_model(
+        config.teacher,
+        num_classes=source.num_classes,
+        in_channels=source.in_channels,
+        input_size=source.input_shape[-1],
+        random_weights=True,
+    ).module
     device = resolve_device(config.device)
     model = model.to(device).eval()
     layout = open_store(config.out).layout
     batches = shard_batches(layout, list(range(layout.num_shards)), config.batch_size)
-    loader = DataLoader(source.dataset, batch_sampler=batches, num_workers=config.num_workers,
-                        pin_memory=device.type == "cuda")
+    loader = DataLoader(
+        source.dataset,
+        batch_sampler=batches,
+        num_workers=config.num_workers,
+        pin_memory=device.type == "cuda",
+    )
     outputs = []
     with torch.inference_mode():
         for inputs, _ in loader:
@@ -62,15 +71,20 @@ def write_throughput(logits: np.ndarray, header: StoreHeader, repeats: int) -> d
     megabytes = values.nbytes / 1e6
     store_rate = megabytes / statistics.median(store_seconds)
     save_rate = megabytes / statistics.median(save_seconds)
-    return {"store_MB_per_s": store_rate, "numpy_save_MB_per_s": save_rate, "ratio": store_rate / save_rate,
-            "megabytes": megabytes}
+    return {
+        "store_MB_per_s": store_rate,
+        "numpy_save_MB_per_s": save_rate,
+        "ratio": store_rate / save_rate,
+        "megabytes": megabytes,
+    }
 
 
 def synthetic_header(header: StoreHeader, rows: int, classes: int) -> StoreHeader:
     """The real store's header resized to ``rows x classes`` with the default chunking for that width."""
     chunk_rows = default_chunk_rows(FullEncoding("float16").bytes_per_row(classes))
-    layout = dataclasses.replace(header.layout, num_rows=rows, num_classes=classes, chunk_rows=chunk_rows,
-                                 shard_rows=chunk_rows)
+    layout = dataclasses.replace(
+        header.layout, num_rows=rows, num_classes=classes, chunk_rows=chunk_rows, shard_rows=chunk_rows
+    )
     return dataclasses.replace(header, layout=layout)
 
 
@@ -84,7 +98,9 @@ def _write_store(out: Path, header: StoreHeader, values: np.ndarray, targets: np
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--split", default="test")
     parser.add_argument("--teacher", default="cnn")
     parser.add_argument("--batch-size", type=int, default=256)
@@ -95,10 +111,19 @@ def main() -> None:
     root = cifar10_root()
     torch.set_num_threads(max(1, torch.get_num_threads()))
     with tempfile.TemporaryDirectory() as scratch:
-        config = GenerateConfig(dataset=f"imagefolder:{root}", split=args.split, teacher=args.teacher,
-                                random_weights=True, temperature=4.0, out=str(Path(scratch) / "s.zarr"),
-                                batch_size=args.batch_size, num_workers=args.num_workers, device=args.device,
-                                overwrite=True, progress=False)
+        config = GenerateConfig(
+            dataset=f"imagefolder:{root}",
+            split=args.split,
+            teacher=args.teacher,
+            random_weights=True,
+            temperature=4.0,
+            out=str(Path(scratch) / "s.zarr"),
+            batch_size=args.batch_size,
+            num_workers=args.num_workers,
+            device=args.device,
+            overwrite=True,
+            progress=False,
+        )
         generate(config)  # warm-up: fills the page cache and the in-process fingerprint cache
         generate_seconds, bare_seconds = [], []
         for repeat in range(args.repeats):
@@ -112,25 +137,34 @@ def main() -> None:
         store = open_store(config.out)
         size = store.bytes_on_disk() or 0
         results = {
-            "command": "python benchmarks/generate_overhead.py " + " ".join(
-                f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items()),
-            "dataset": f"CIFAR-10 JPEGs [{args.split}]", "rows": store.num_rows, "teacher": args.teacher,
-            "generate_seconds": generate_seconds, "bare_loop_seconds": bare_seconds,
+            "command": "python benchmarks/generate_overhead.py "
+            + " ".join(f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items()),
+            "dataset": f"CIFAR-10 JPEGs [{args.split}]",
+            "rows": store.num_rows,
+            "teacher": args.teacher,
+            "generate_seconds": generate_seconds,
+            "bare_loop_seconds": bare_seconds,
             "generate_over_bare": statistics.median(generate_seconds) / statistics.median(bare_seconds),
             "bytes_on_disk_per_sample": size / store.num_rows,
             "write_cifar_logits": write_throughput(logits, store.header, args.repeats),
             "write_synthetic_50000x1000": write_throughput(
                 np.random.default_rng(0).normal(size=(50000, 1000)).astype(np.float32),
-                synthetic_header(store.header, 50000, 1000), args.repeats),
+                synthetic_header(store.header, 50000, 1000),
+                args.repeats,
+            ),
         }
     path = write_results(f"generate_overhead_{args.teacher}_{args.split}", results)
-    print(f"generate / bare loop: {results['generate_over_bare']:.3f} "
-          f"(medians of {args.repeats}: {statistics.median(generate_seconds):.2f} s vs "
-          f"{statistics.median(bare_seconds):.2f} s)")
+    print(
+        f"generate / bare loop: {results['generate_over_bare']:.3f} "
+        f"(medians of {args.repeats}: {statistics.median(generate_seconds):.2f} s vs "
+        f"{statistics.median(bare_seconds):.2f} s)"
+    )
     for name in ("write_cifar_logits", "write_synthetic_50000x1000"):
         write = results[name]
-        print(f"{name}: {write['megabytes']:.1f} MB, store {write['store_MB_per_s']:.0f} MB/s vs numpy.save "
-              f"{write['numpy_save_MB_per_s']:.0f} MB/s (ratio {write['ratio']:.2f})")
+        print(
+            f"{name}: {write['megabytes']:.1f} MB, store {write['store_MB_per_s']:.0f} MB/s vs numpy.save "
+            f"{write['numpy_save_MB_per_s']:.0f} MB/s (ratio {write['ratio']:.2f})"
+        )
     print(f"bytes on disk per sample: {results['bytes_on_disk_per_sample']:.1f}")
     print(f"written to {path}")
 

@@ -40,9 +40,9 @@ from torch.utils.data import DataLoader
 from softlabels import generate
 from softlabels.runtime import resolve_device
 from softlabels.sources import build_model
-from softlabels.student.checkpoints import locked_run_dir
-from softlabels.student.dataset import SoftLabelDataset
-from softlabels.student.train import (
+from softlabels.streaming.dataset import SoftLabelDataset
+from softlabels.training.run_dir import locked_run_dir
+from softlabels.training.train import (
     TrainConfig,
     _DistillationLoss,
     _epoch_generator,
@@ -63,26 +63,49 @@ class _NoBar:
 
 def random_store(dataset: str, out: Path, num_workers: int) -> str:
     """A float16 full store of the training split from a random-weights ``cnn`` (reused if complete)."""
-    generate(dataset=dataset, teacher="cnn", random_weights=True, temperature=4.0, out=str(out),
-             num_workers=num_workers, progress=False)
+    generate(
+        dataset=dataset,
+        teacher="cnn",
+        random_weights=True,
+        temperature=4.0,
+        out=str(out),
+        num_workers=num_workers,
+        progress=False,
+    )
     return str(out)
 
 
 def arm_config(arm: str, args: argparse.Namespace, dataset: str, out: Path) -> TrainConfig:
     """The ``train-student`` settings of an arm (online KD trains like the hard-label baseline)."""
-    common = {"dataset": dataset, "student": "cnn-small", "epochs": 1, "batch_size": args.batch_size,
-              "num_workers": args.num_workers, "seed": 0, "out": str(out), "progress": False, "device": "cpu"}
+    common = {
+        "dataset": dataset,
+        "student": "cnn-small",
+        "epochs": 1,
+        "batch_size": args.batch_size,
+        "num_workers": args.num_workers,
+        "seed": 0,
+        "out": str(out),
+        "progress": False,
+        "device": "cpu",
+    }
     if arm in ("hard", "online"):
         return TrainConfig(no_kd=True, **common)
     budget = 0 if arm == "store-streamed" else 256
     return TrainConfig(labels=args.store, memory_budget_mb=budget, **common)
 
 
-def build_trainer(config: TrainConfig, online_loss: _DistillationLoss | None) -> tuple[_Trainer, SoftLabelDataset]:
+def build_trainer(
+    config: TrainConfig, online_loss: _DistillationLoss | None
+) -> tuple[_Trainer, SoftLabelDataset]:
     """The trainer ``train_student`` builds for ``config`` (with ``online_loss`` if given), and its data."""
-    train_data = SoftLabelDataset(config.labels, config.dataset, split=config.split, seed=config.seed,
-                                  buffer_chunks=config.buffer_chunks,
-                                  memory_budget_bytes=config.memory_budget_mb << 20)
+    train_data = SoftLabelDataset(
+        config.labels,
+        config.dataset,
+        split=config.split,
+        seed=config.seed,
+        buffer_chunks=config.buffer_chunks,
+        memory_budget_bytes=config.memory_budget_mb << 20,
+    )
     loss = online_loss or _student_loss(config, train_data)
     job = _prepare("student", config, train_data, config.student, None, loss)
     return _Trainer(job, resolve_device(config.device)), train_data
@@ -104,8 +127,12 @@ def time_arm(arm: str, args: argparse.Namespace, dataset: str, teacher: torch.nn
         loss = _DistillationLoss("full", args.temperature, args.temperature, args.alpha) if online else None
         trainer, train_data = build_trainer(config, loss)
         train_data.set_epoch(0)
-        loader = DataLoader(train_data, batch_size=config.batch_size, num_workers=config.num_workers,
-                            generator=_epoch_generator(config.seed, 0))
+        loader = DataLoader(
+            train_data,
+            batch_size=config.batch_size,
+            num_workers=config.num_workers,
+            generator=_epoch_generator(config.seed, 0),
+        )
         batches: Iterator[Any] = iter(loader)
         if online:
             batches = online_batches(batches, teacher, args.temperature)
@@ -118,10 +145,17 @@ def time_arm(arm: str, args: argparse.Namespace, dataset: str, teacher: torch.nn
 def loader_ms(arm: str, args: argparse.Namespace, dataset: str, batches: int) -> float:
     """Milliseconds per batch of the arm's DataLoader alone (no training), after ``args.warmup`` batches."""
     config = arm_config(arm, args, dataset, Path("unused"))
-    train_data = SoftLabelDataset(config.labels, config.dataset, seed=config.seed,
-                                  memory_budget_bytes=config.memory_budget_mb << 20)
-    loader = iter(DataLoader(train_data, batch_size=config.batch_size, num_workers=config.num_workers,
-                             generator=_epoch_generator(config.seed, 0)))
+    train_data = SoftLabelDataset(
+        config.labels, config.dataset, seed=config.seed, memory_budget_bytes=config.memory_budget_mb << 20
+    )
+    loader = iter(
+        DataLoader(
+            train_data,
+            batch_size=config.batch_size,
+            num_workers=config.num_workers,
+            generator=_epoch_generator(config.seed, 0),
+        )
+    )
     for _ in islice(loader, args.warmup):
         pass
     started = time.perf_counter()
@@ -143,11 +177,17 @@ def loss_ms(loss: Any, labels: Any, batch_size: int, repeats: int = 200) -> floa
 
 def component_costs(args: argparse.Namespace, dataset: str) -> dict[str, Any]:
     """The two places a store can add cost, timed alone: the DataLoader and the loss."""
-    hard_loss = _student_loss(arm_config("hard", args, dataset, Path("unused")), SoftLabelDataset(None, dataset))
+    hard_loss = _student_loss(
+        arm_config("hard", args, dataset, Path("unused")), SoftLabelDataset(None, dataset)
+    )
     kd_loss = _DistillationLoss("full", args.temperature, args.temperature, args.alpha)
-    return {"loader_ms_per_batch": {arm: loader_ms(arm, args, dataset, args.steps) for arm in ARMS[:3]},
-            "loss_ms_per_batch": {"hard": loss_ms(hard_loss, torch.empty(args.batch_size, 0), args.batch_size),
-                                  "store": loss_ms(kd_loss, torch.randn(args.batch_size, 10), args.batch_size)}}
+    return {
+        "loader_ms_per_batch": {arm: loader_ms(arm, args, dataset, args.steps) for arm in ARMS[:3]},
+        "loss_ms_per_batch": {
+            "hard": loss_ms(hard_loss, torch.empty(args.batch_size, 0), args.batch_size),
+            "store": loss_ms(kd_loss, torch.randn(args.batch_size, 10), args.batch_size),
+        },
+    }
 
 
 def forward_ms(model: torch.nn.Module, batch: torch.Tensor, repeats: int) -> float:
@@ -168,8 +208,11 @@ def forward_costs(teacher: torch.nn.Module, batch_size: int) -> dict[str, float]
     batch = torch.randn(batch_size, 3, 32, 32)
     student = build_model("cnn-small", num_classes=10, in_channels=3, input_size=32)
     teacher_ms, student_ms = forward_ms(teacher, batch, 10), forward_ms(student, batch, 10)
-    return {"teacher_forward_ms": teacher_ms, "student_forward_ms": student_ms,
-            "teacher_over_student_forward": teacher_ms / student_ms}
+    return {
+        "teacher_forward_ms": teacher_ms,
+        "student_forward_ms": student_ms,
+        "teacher_over_student_forward": teacher_ms / student_ms,
+    }
 
 
 def summarize(seconds: dict[str, list[float]], steps_per_epoch: int) -> dict[str, Any]:
@@ -191,16 +234,23 @@ def markdown(summary: dict[str, Any], costs: dict[str, float], teacher: str) -> 
     lines = ["| arm | median s/step | epoch estimate (s) | / hard |", "| --- | --- | --- | --- |"]
     hard = summary["median_seconds_per_step"]["hard"]
     for arm, value in summary["median_seconds_per_step"].items():
-        lines.append(f"| {arm} | {value:.3f} | {summary['epoch_seconds_estimate'][arm]:.0f} | {value / hard:.3f} |")
-    lines += ["", f"store / hard: {summary['store_over_hard']:.3f} (goal <= 1.05); streamed store / hard: "
-              f"{summary['store_streamed_over_hard']:.3f}; online ({teacher}) / store: "
-              f"{summary['online_over_store']:.2f}; {teacher} forward = {costs['teacher_over_student_forward']:.1f}x "
-              f"the student's ({costs['teacher_forward_ms']:.0f} vs {costs['student_forward_ms']:.0f} ms per batch)"]
+        lines.append(
+            f"| {arm} | {value:.3f} | {summary['epoch_seconds_estimate'][arm]:.0f} | {value / hard:.3f} |"
+        )
+    lines += [
+        "",
+        f"store / hard: {summary['store_over_hard']:.3f} (goal <= 1.05); streamed store / hard: "
+        f"{summary['store_streamed_over_hard']:.3f}; online ({teacher}) / store: "
+        f"{summary['online_over_store']:.2f}; {teacher} forward = {costs['teacher_over_student_forward']:.1f}x "
+        f"the student's ({costs['teacher_forward_ms']:.0f} vs {costs['student_forward_ms']:.0f} ms per batch)",
+    ]
     return "\n".join(lines)
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--store", default=None, help="float16 full store of the CIFAR-10 train split")
     parser.add_argument("--teacher", default="cnn-wide", help="the online-distillation teacher")
     parser.add_argument("--batch-size", type=int, default=128)
@@ -213,7 +263,9 @@ def main() -> None:
     args = parser.parse_args()
     dataset = f"imagefolder:{cifar10_root()}"
     if args.store is None:
-        args.store = random_store(dataset, Path("data/bench/throughput/cnn-random-float16.zarr"), args.num_workers)
+        args.store = random_store(
+            dataset, Path("data/bench/throughput/cnn-random-float16.zarr"), args.num_workers
+        )
     teacher = build_model(args.teacher, num_classes=10, in_channels=3, input_size=32).eval()
     seconds: dict[str, list[float]] = {arm: [] for arm in ARMS}
     for repeat in range(args.repeats):
@@ -225,14 +277,26 @@ def main() -> None:
     costs = forward_costs(teacher, args.batch_size)
     components = component_costs(args, dataset)
     command = "python benchmarks/student_throughput.py " + " ".join(
-        f"--{key.replace('_', '-')} {value}" for key, value in vars(args).items())
-    path = write_results("student_throughput", {
-        "command": command, "dataset": "CIFAR-10 JPEGs [train]", "student": "cnn-small", "teacher": args.teacher,
-        "threads": torch.get_num_threads(), **summary, "forward_costs": costs,
-        "components": components})
+        f"--{key.replace('_', '-')} {value}" for key, value in vars(args).items()
+    )
+    path = write_results(
+        "student_throughput",
+        {
+            "command": command,
+            "dataset": "CIFAR-10 JPEGs [train]",
+            "student": "cnn-small",
+            "teacher": args.teacher,
+            "threads": torch.get_num_threads(),
+            **summary,
+            "forward_costs": costs,
+            "components": components,
+        },
+    )
     print(markdown(summary, costs, args.teacher))
-    print(f"alone: DataLoader ms/batch {components['loader_ms_per_batch']}, loss fwd+bwd ms/batch "
-          f"{components['loss_ms_per_batch']}")
+    print(
+        f"alone: DataLoader ms/batch {components['loader_ms_per_batch']}, loss fwd+bwd ms/batch "
+        f"{components['loss_ms_per_batch']}"
+    )
     print(f"written to {path}")
 
 

@@ -13,16 +13,16 @@ __version__ = "0.1.0"
 
 _LAZY = {
     "generate": "softlabels.api",
-    "GenerateConfig": "softlabels.generation",
+    "GenerateConfig": "softlabels.processing.generation",
     "open_store": "softlabels.store",
     "LabelStore": "softlabels.store",
     "train_student": "softlabels.api",
     "train_teacher": "softlabels.api",
-    "TrainConfig": "softlabels.student.train",
-    "TeacherConfig": "softlabels.student.train",
-    "TrainSummary": "softlabels.student.train",
-    "SoftLabelDataset": "softlabels.student.dataset",
-    "kd_loss": "softlabels.student.losses",
+    "TrainConfig": "softlabels.training.train",
+    "TeacherConfig": "softlabels.training.train",
+    "TrainSummary": "softlabels.training.train",
+    "SoftLabelDataset": "softlabels.streaming.dataset",
+    "kd_loss": "softlabels.training.losses",
     "run_pipeline": "softlabels.api",
     "load_pipeline": "softlabels.pipelines",
 }

@@ -15,33 +15,33 @@ if TYPE_CHECKING:
     import os
     from collections.abc import Sequence
 
-    from softlabels.generation import GenerateConfig, GenerateSummary
     from softlabels.pipelines import PipelineReport, PipelineSpec
-    from softlabels.student.train import TeacherConfig, TrainConfig, TrainSummary
+    from softlabels.processing.generation import GenerateConfig, GenerateSummary
+    from softlabels.training.train import TeacherConfig, TrainConfig, TrainSummary
 
 ConfigT = TypeVar("ConfigT")
 
 
 def generate(config: GenerateConfig | None = None, /, **options: Any) -> GenerateSummary:
     """Run a teacher over a dataset into a label store (see :class:`softlabels.GenerateConfig`)."""
-    from softlabels.generation import GenerateConfig
-    from softlabels.generation import generate as run
+    from softlabels.processing.generation import GenerateConfig
+    from softlabels.processing.generation import generate as run
 
     return run(_config(GenerateConfig, config, options))
 
 
 def train_student(config: TrainConfig | None = None, /, **options: Any) -> TrainSummary:
     """Train a student from a label store, or on hard labels with ``no_kd`` (see :class:`TrainConfig`)."""
-    from softlabels.student.train import TrainConfig
-    from softlabels.student.train import train_student as run
+    from softlabels.training.train import TrainConfig
+    from softlabels.training.train import train_student as run
 
     return run(_config(TrainConfig, config, options))
 
 
 def train_teacher(config: TeacherConfig | None = None, /, **options: Any) -> TrainSummary:
     """Train a teacher with cross-entropy on a dataset (see :class:`softlabels.TeacherConfig`)."""
-    from softlabels.student.train import TeacherConfig
-    from softlabels.student.train import train_teacher as run
+    from softlabels.training.train import TeacherConfig
+    from softlabels.training.train import train_teacher as run
 
     return run(_config(TeacherConfig, config, options))
 

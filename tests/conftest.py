@@ -7,8 +7,13 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
+from student_helpers import write_store
+
+if TYPE_CHECKING:
+    from softlabels.sources import DatasetSource
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATASETS = REPO_ROOT.parent / "shared" / "datasets"
@@ -100,3 +105,16 @@ def fresh_help() -> object:
         return text, set(filter(None, heavy.split(",")))
 
     return show
+
+
+@pytest.fixture(scope="session")
+def digits_train() -> DatasetSource:
+    from softlabels.sources import load_dataset
+
+    return load_dataset("digits", "train")
+
+
+@pytest.fixture(scope="session")
+def digits_store(tmp_path_factory: pytest.TempPathFactory, digits_train: DatasetSource) -> Path:
+    """A complete, row-coded float32 store of digits [train] in chunks of 64 rows (23 chunks)."""
+    return write_store(tmp_path_factory.mktemp("stores") / "digits.zarr", digits_train)

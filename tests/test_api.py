@@ -10,7 +10,13 @@ import softlabels
 
 
 def test_generate_open_and_train_through_the_package(tmp_path: Path) -> None:
-    options = {"dataset": "digits", "teacher": "mlp", "random_weights": True, "temperature": 2.0, "progress": False}
+    options = {
+        "dataset": "digits",
+        "teacher": "mlp",
+        "random_weights": True,
+        "temperature": 2.0,
+        "progress": False,
+    }
     first = softlabels.generate(out=str(tmp_path / "a.zarr"), **options)
     # A second call must still reach the function, not a submodule that shadows it.
     second = softlabels.generate(softlabels.GenerateConfig(out=str(tmp_path / "b.zarr"), **options))

@@ -136,7 +136,7 @@ def test_cli_choices_match_the_library() -> None:
     # The CLI keeps its own copies so that building it imports neither torch nor zarr.
     from softlabels.cli.format_commands import SCHEDULERS
     from softlabels.cli.options import LABEL_FORMATS, VALUE_DTYPES
-    from softlabels.convert import SCHEDULERS as LIBRARY_SCHEDULERS
+    from softlabels.processing.convert import SCHEDULERS as LIBRARY_SCHEDULERS
     from softlabels.store import VALUE_DTYPES as LIBRARY_DTYPES
     from softlabels.store import encoding_names
 

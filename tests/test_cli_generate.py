@@ -12,7 +12,7 @@ from click.testing import CliRunner
 from softlabels.cli import cli
 from softlabels.cli.commands import store_commands  # noqa: F401  (attaches the commands)
 
-PLUGINS = Path(__file__).parent / "generation" / "plugins_for_tests.py"
+PLUGINS = Path(__file__).parent / "processing" / "generation" / "plugins_for_tests.py"
 GENERATE_MLP = (
     "generate",
     "--dataset",

@@ -18,9 +18,9 @@ from click.testing import CliRunner
 import softlabels.cli.commands  # noqa: F401  (attaches every command)
 from softlabels.cli import cli, main
 from softlabels.sources import read_weights
-from softlabels.student.train import TrainConfig, train_student
+from softlabels.training.train import TrainConfig, train_student
 
-SLOW_STUDENT = f"{Path(__file__).parent / 'student' / 'plugins_for_student_tests.py'}:slow_mlp"
+SLOW_STUDENT = f"{Path(__file__).parent / 'training' / 'plugins_for_student_tests.py'}:slow_mlp"
 CONTRACT_OPTIONS = (
     "--labels",
     "--dataset",

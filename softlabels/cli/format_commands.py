@@ -54,7 +54,7 @@ def convert(
     overwrite: bool,
 ) -> None:
     """Derive a compact store OUT from the full store STORE without running the teacher again."""
-    from softlabels.convert import convert_store
+    from softlabels.processing.convert import convert_store
 
     summary = convert_store(
         store,

@@ -42,8 +42,8 @@ from softlabels.cli.options import LABEL_FORMATS, dataset_options, device_option
 @click.option("--overwrite", is_flag=True, help="Replace a store made with other settings.")
 def generate(k: int | None, samples: int | None, seed: int, **options: Any) -> None:
     """Run a teacher over a dataset once and store its temperature-scaled logits."""
-    from softlabels.generation import GenerateConfig, format_options_for
-    from softlabels.generation import generate as run
+    from softlabels.processing.generation import GenerateConfig, format_options_for
+    from softlabels.processing.generation import generate as run
 
     format_options = format_options_for(options["label_format"], k=k, samples=samples, seed=seed)
     summary = run(GenerateConfig(command=invocation(), format_options=format_options, **options))

@@ -108,8 +108,8 @@ def _training_options(func: F) -> F:
 @_training_options
 def train_student(**options: Any) -> None:
     """Train a student from stored soft labels and the raw data, never running the teacher."""
-    from softlabels.student.train import TrainConfig
-    from softlabels.student.train import train_student as run
+    from softlabels.training.train import TrainConfig
+    from softlabels.training.train import train_student as run
 
     summary = run(TrainConfig(command=invocation(), **options))
     click.echo(summary.describe())
@@ -122,8 +122,8 @@ def train_student(**options: Any) -> None:
 @_training_options
 def train_teacher(**options: Any) -> None:
     """Train a teacher with cross-entropy; its --out/final.pt feeds generate --teacher-weights."""
-    from softlabels.student.train import TeacherConfig
-    from softlabels.student.train import train_teacher as run
+    from softlabels.training.train import TeacherConfig
+    from softlabels.training.train import train_teacher as run
 
     summary = run(TeacherConfig(command=invocation(), **options))
     click.echo(summary.describe())

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from softlabels.student.checkpoints import write_atomically, write_json
+from softlabels.training.run_dir import write_atomically, write_json
 
 __all__ = [
     "REPORT_JSON",

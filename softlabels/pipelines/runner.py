@@ -30,7 +30,6 @@ import torch
 from torch.utils.data import DataLoader
 
 from softlabels.errors import InvalidArgumentError, PipelineError, SoftLabelsError, StoreMismatchError
-from softlabels.generation import GenerateConfig, format_options_for, generate
 from softlabels.pipelines.report import (
     PipelineReport,
     StageResult,
@@ -41,12 +40,13 @@ from softlabels.pipelines.report import (
     write_report,
 )
 from softlabels.pipelines.spec import DEFAULT_DTYPE, TRAINING_OPTIONS, PipelineSpec, StudentSpec, TeacherSpec
+from softlabels.processing.generation import GenerateConfig, format_options_for, generate
 from softlabels.runtime import resolve_device
 from softlabels.sources import BUILTIN_MODELS, DatasetSource, ensure_cifar10, load_dataset
 from softlabels.sources.models import is_model_name
 from softlabels.sources.plugins import is_plugin_ref
-from softlabels.student.checkpoints import RUN_FILES, write_json
-from softlabels.student.train import (
+from softlabels.training.run_dir import RUN_FILES, write_json
+from softlabels.training.train import (
     TeacherConfig,
     TrainConfig,
     TrainSummary,

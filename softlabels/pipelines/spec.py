@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from softlabels.errors import PipelineError
-from softlabels.store.encodings import VALUE_DTYPES, encoding_names
+from softlabels.format.encodings import VALUE_DTYPES, encoding_names
 
 __all__ = [
     "DEFAULT_PIPELINE",

@@ -1,6 +1,6 @@
 """The label store: a chunked Zarr v3 group of encoded teacher outputs with its provenance."""
 
-from softlabels.store.encodings import (
+from softlabels.format.encodings import (
     VALUE_DTYPES,
     Encoding,
     FieldSpec,
@@ -12,8 +12,7 @@ from softlabels.store.encodings import (
     encoding_names,
     register_encoding,
 )
-from softlabels.store.reader import LabelChunk, LabelStore, open_store, read_header
-from softlabels.store.schema import (
+from softlabels.format.schema import (
     FORMAT_NAME,
     FORMAT_VERSION,
     DatasetInfo,
@@ -23,6 +22,7 @@ from softlabels.store.schema import (
     TeacherInfo,
     default_chunk_rows,
 )
+from softlabels.store.reader import LabelChunk, LabelStore, open_store, read_header
 from softlabels.store.writer import StoreWriter, WriteSummary
 
 __all__ = [

@@ -28,7 +28,7 @@ import zarr
 
 from softlabels.errors import InvalidArgumentError, StoreFormatError, StoreMismatchError
 from softlabels.files import differences
-from softlabels.store.encodings import Encoding
+from softlabels.format.encodings import Encoding
 from softlabels.store.reader import LabelStore, open_store
 
 ECE_BINS = 15

@@ -23,9 +23,8 @@ from softlabels.errors import (
     StoreNotFoundError,
 )
 from softlabels.files import differences, folder_bytes
-from softlabels.store.arrays import ArrayHandles
-from softlabels.store.encodings import Encoding, encoding_from_params
-from softlabels.store.schema import (
+from softlabels.format.encodings import Encoding, encoding_from_params
+from softlabels.format.schema import (
     ATTRIBUTE_KEY,
     FORMAT_VERSION,
     SHARDS_DONE_ARRAY,
@@ -34,6 +33,7 @@ from softlabels.store.schema import (
     Provenance,
     StoreHeader,
 )
+from softlabels.store.arrays import ArrayHandles
 
 if TYPE_CHECKING:
     from softlabels.sources import DatasetSource

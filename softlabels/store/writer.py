@@ -20,12 +20,13 @@ import numpy as np
 import zarr
 
 from softlabels.errors import StoreMismatchError, StoreWriteError
-from softlabels.files import differences, folder_bytes
+from softlabels.files import folder_bytes
+from softlabels.format.encodings import Encoding, FieldSpec
+from softlabels.format.identity import Scope, mismatches, store_identity
+from softlabels.format.schema import ATTRIBUTE_KEY, SHARDS_DONE_ARRAY, TARGETS_ARRAY, StoreHeader
 from softlabels.store.arrays import ArrayHandles
 from softlabels.store.codecs import checked_compressors
-from softlabels.store.encodings import Encoding, FieldSpec
 from softlabels.store.reader import read_header
-from softlabels.store.schema import ATTRIBUTE_KEY, SHARDS_DONE_ARRAY, TARGETS_ARRAY, StoreHeader
 
 TARGETS_DTYPE = "int32"
 
@@ -117,7 +118,12 @@ def _holds_anything(path: Path) -> bool:
 
 
 def _refuse_mismatch(existing: StoreHeader, wanted: StoreHeader, path: Path) -> None:
-    found = differences(existing.identity(), wanted.identity(), have_name="store", want_name="this run")
+    found = mismatches(
+        store_identity(existing, Scope.RESUME),
+        store_identity(wanted, Scope.RESUME),
+        have_name="store",
+        want_name="this run",
+    )
     if found:
         raise StoreMismatchError(
             f"{path} was made with other settings ({'; '.join(found)}); pass --overwrite to replace it"

@@ -11,9 +11,9 @@ import pytest
 from synthetic_stores import write_synthetic_store
 
 from softlabels.errors import IncompleteStoreError, InvalidArgumentError, StoreMismatchError
+from softlabels.format.encodings import FullEncoding, SampledEncoding, TopKEncoding
 from softlabels.store import Encoding
 from softlabels.store import inspect as inspect_module
-from softlabels.store.encodings import FullEncoding, SampledEncoding, TopKEncoding
 from softlabels.store.inspect import format_inspection, inspect_store
 
 ROWS, CLASSES = 150, 5

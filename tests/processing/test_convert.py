@@ -12,14 +12,14 @@ import pytest
 import torch
 import zarr
 
-import softlabels.convert as convert_module
-from softlabels.convert import convert_store
+import softlabels.processing.convert as convert_module
 from softlabels.errors import IncompleteStoreError, InvalidArgumentError, StoreMismatchError, UnknownNameError
-from softlabels.generation import GenerateConfig, generate
+from softlabels.format.schema import ATTRIBUTE_KEY, SHARDS_DONE_ARRAY
+from softlabels.processing.convert import convert_store
+from softlabels.processing.generation import GenerateConfig, generate
 from softlabels.sources import build_model, save_checkpoint
 from softlabels.store import open_store, read_header
 from softlabels.store.info import describe_store, format_description
-from softlabels.store.schema import ATTRIBUTE_KEY, SHARDS_DONE_ARRAY
 
 SETTINGS: dict[str, Any] = {"dataset": "digits", "teacher": "mlp", "temperature": 3.0, "progress": False}
 CHUNK_ROWS = 256
@@ -43,8 +43,14 @@ def stores(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     made = {"full": root / "full.zarr", "topk": root / "topk.zarr", "sampled": root / "sampled.zarr"}
     generate(GenerateConfig(out=str(made["full"]), dtype="float32", chunk_rows=CHUNK_ROWS, **teacher))
     generate(GenerateConfig(out=str(made["topk"]), label_format="topk", format_options={"k": 3}, **teacher))
-    generate(GenerateConfig(out=str(made["sampled"]), label_format="sampled",
-                            format_options={"samples": 16, "seed": 7}, **teacher))
+    generate(
+        GenerateConfig(
+            out=str(made["sampled"]),
+            label_format="sampled",
+            format_options={"samples": 16, "seed": 7},
+            **teacher,
+        )
+    )
     return made
 
 
@@ -74,15 +80,24 @@ def test_sampled_conversion_equals_direct_generation(stores: dict[str, Path], tm
 
 
 def test_processes_scheduler_gives_the_same_store(stores: dict[str, Path], tmp_path: Path) -> None:
-    convert_store(stores["full"], tmp_path / "topk.zarr", to="topk", k=3, chunk_rows=CHUNK_ROWS,
-                  chunks_per_shard=2, scheduler="processes", workers=2)
+    convert_store(
+        stores["full"],
+        tmp_path / "topk.zarr",
+        to="topk",
+        k=3,
+        chunk_rows=CHUNK_ROWS,
+        chunks_per_shard=2,
+        scheduler="processes",
+        workers=2,
+    )
     assert open_store(tmp_path / "topk.zarr").layout.num_shards == 3
     assert_same_arrays(tmp_path / "topk.zarr", stores["topk"])
 
 
 def test_provenance_is_the_sources_plus_a_conversion_record(stores: dict[str, Path], tmp_path: Path) -> None:
-    convert_store(stores["full"], tmp_path / "q.zarr", to="full", dtype="int8",
-                  command="softlabels convert ...")
+    convert_store(
+        stores["full"], tmp_path / "q.zarr", to="full", dtype="int8", command="softlabels convert ..."
+    )
     source, derived = open_store(stores["full"]), open_store(tmp_path / "q.zarr")
     assert derived.provenance.teacher == source.provenance.teacher
     assert derived.provenance.dataset == source.provenance.dataset
@@ -94,14 +109,18 @@ def test_provenance_is_the_sources_plus_a_conversion_record(stores: dict[str, Pa
     assert record["encoding"] == {"name": "full", "params": {"dtype": "int8"}}
     assert record["command"] == "softlabels convert ..." and record["softlabels"] and record["created"]
     shown = format_description(describe_store(tmp_path / "q.zarr"))
-    assert f"derived     convert of {stores['full'].resolve()} (full {{'dtype': 'float32'}} -> full {{'dtype': 'int8'}})" in shown
+    assert (
+        f"derived     convert of {stores['full'].resolve()} (full {{'dtype': 'float32'}} -> full {{'dtype': 'int8'}})"
+        in shown
+    )
     assert derived.layout.chunk_rows % source.layout.chunk_rows == 0
     decoded = derived.read_all().fields["logits"]
     np.testing.assert_allclose(decoded, source.read_all().fields["logits"], atol=0.05)
 
 
-def test_interrupted_conversion_resumes_with_pending_shards_only(stores: dict[str, Path], tmp_path: Path,
-                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+def test_interrupted_conversion_resumes_with_pending_shards_only(
+    stores: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     out = tmp_path / "topk.zarr"
     original = convert_module.convert_shard
     calls: list[int] = []
@@ -146,21 +165,28 @@ def test_non_full_and_incomplete_sources_are_refused(stores: dict[str, Path], tm
     assert not (tmp_path / "x.zarr").exists()
 
 
-@pytest.mark.parametrize("options, error, message", [
-    ({"to": "topk", "k": 11}, InvalidArgumentError, "--k 11 exceeds the number of classes \\(10\\)"),
-    ({"to": "topk", "k": 0}, InvalidArgumentError, "--k must be >= 1"),
-    ({"to": "topk"}, InvalidArgumentError, "--to topk needs --k"),
-    ({"to": "sampled", "samples": 0}, InvalidArgumentError, "--samples must be >= 1"),
-    ({"to": "sampled", "samples": 4, "k": 2}, InvalidArgumentError, "--k applies only to --to topk"),
-    ({"to": "sampled", "samples": 4, "dtype": "int8"}, InvalidArgumentError, "does not apply to format"),
-    ({"to": "dense"}, UnknownNameError, "unknown label format 'dense'"),
-    ({"to": "topk", "k": 2, "scheduler": "cluster"}, InvalidArgumentError, "scheduler 'cluster' is not"),
-    ({"to": "topk", "k": 2, "workers": 0}, InvalidArgumentError, "--workers must be >= 1"),
-    ({"to": "topk", "k": 2, "chunks_per_shard": 0}, InvalidArgumentError, "--chunks-per-shard must be >= 1"),
-])
-def test_impossible_arguments_are_refused_before_work(stores: dict[str, Path], tmp_path: Path,
-                                                      options: dict[str, Any], error: type[Exception],
-                                                      message: str) -> None:
+@pytest.mark.parametrize(
+    "options, error, message",
+    [
+        ({"to": "topk", "k": 11}, InvalidArgumentError, "--k 11 exceeds the number of classes \\(10\\)"),
+        ({"to": "topk", "k": 0}, InvalidArgumentError, "--k must be >= 1"),
+        ({"to": "topk"}, InvalidArgumentError, "--to topk needs --k"),
+        ({"to": "sampled", "samples": 0}, InvalidArgumentError, "--samples must be >= 1"),
+        ({"to": "sampled", "samples": 4, "k": 2}, InvalidArgumentError, "--k applies only to --to topk"),
+        ({"to": "sampled", "samples": 4, "dtype": "int8"}, InvalidArgumentError, "does not apply to format"),
+        ({"to": "dense"}, UnknownNameError, "unknown label format 'dense'"),
+        ({"to": "topk", "k": 2, "scheduler": "cluster"}, InvalidArgumentError, "scheduler 'cluster' is not"),
+        ({"to": "topk", "k": 2, "workers": 0}, InvalidArgumentError, "--workers must be >= 1"),
+        (
+            {"to": "topk", "k": 2, "chunks_per_shard": 0},
+            InvalidArgumentError,
+            "--chunks-per-shard must be >= 1",
+        ),
+    ],
+)
+def test_impossible_arguments_are_refused_before_work(
+    stores: dict[str, Path], tmp_path: Path, options: dict[str, Any], error: type[Exception], message: str
+) -> None:
     with pytest.raises(error, match=message):
         convert_store(stores["full"], tmp_path / "x.zarr", **options)
     assert not (tmp_path / "x.zarr").exists()

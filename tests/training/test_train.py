@@ -13,13 +13,13 @@ import torch
 from student_helpers import write_store
 
 import softlabels
-import softlabels.student.train as train_module
+import softlabels.training.train as train_module
 from softlabels.errors import InvalidArgumentError, RunDirectoryError, StoreMismatchError, UnknownNameError
+from softlabels.format.encodings import TopKEncoding
 from softlabels.sources import DatasetSource, load_model, read_weights
-from softlabels.store.encodings import TopKEncoding
-from softlabels.student.checkpoints import locked_run_dir
-from softlabels.student.losses import distillation_loss
-from softlabels.student.train import TeacherConfig, TrainConfig, TrainSummary, train_student, train_teacher
+from softlabels.training.losses import distillation_loss
+from softlabels.training.run_dir import locked_run_dir
+from softlabels.training.train import TeacherConfig, TrainConfig, TrainSummary, train_student, train_teacher
 
 STORED_T = 2.0
 

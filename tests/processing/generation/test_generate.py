@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from softlabels.errors import StoreMismatchError, TeacherOutputError, WeightsError
-from softlabels.generation import GenerateConfig, generate
+from softlabels.processing.generation import GenerateConfig, generate
 from softlabels.sources import load_dataset, load_model
 from softlabels.store import open_store
 

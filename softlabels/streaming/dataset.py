@@ -27,9 +27,9 @@ import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
 from softlabels.errors import DataError, InvalidArgumentError
+from softlabels.format.encodings import Encoding
 from softlabels.sources import DatasetSource, load_dataset
 from softlabels.store import FullEncoding, LabelStore, StoreHeader, default_chunk_rows, open_store
-from softlabels.store.encodings import Encoding
 
 __all__ = [
     "DEFAULT_BUFFER_CHUNKS",

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 from synthetic_stores import synthetic_header, write_rows
 
+from softlabels.format.encodings import Encoding
 from softlabels.sources import DatasetSource
 from softlabels.store import (
     DatasetInfo,
@@ -14,7 +15,6 @@ from softlabels.store import (
     StoreHeader,
     TeacherInfo,
 )
-from softlabels.store.encodings import Encoding
 
 
 def row_coded_logits(num_rows: int, num_classes: int) -> np.ndarray:

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from softlabels.errors import InvalidArgumentError, UnknownNameError
-from softlabels.student.losses import (
+from softlabels.training.losses import (
     ENCODINGS,
     RESIDUAL_RULES,
     distillation_loss,
@@ -132,7 +132,9 @@ def test_kd_loss_matches_dense_reference(gen: torch.Generator, temperature: floa
 def test_kd_loss_scales_the_kl_by_temperature_squared(gen: torch.Generator) -> None:
     student, teacher = logits(gen), logits(gen)
     for t in (1.0, 4.0):
-        kls = [kl(softmax(z / t), softmax(s / t)) for s, z in zip(student.numpy(), teacher.numpy(), strict=False)]
+        kls = [
+            kl(softmax(z / t), softmax(s / t)) for s, z in zip(student.numpy(), teacher.numpy(), strict=False)
+        ]
         loss = kd_loss(student, teacher / t, temperature=t)
         assert close(loss, t**2 * float(np.mean(kls)))
 

@@ -29,6 +29,7 @@ from typing import Any
 
 from softlabels import __version__
 from softlabels.errors import InvalidArgumentError, StoreMismatchError
+from softlabels.format.encodings import build_encoding, encoding_from_params, format_options
 from softlabels.store import (
     Encoding,
     LabelStore,
@@ -39,7 +40,6 @@ from softlabels.store import (
     default_chunk_rows,
     open_store,
 )
-from softlabels.store.encodings import build_encoding, encoding_from_params, format_options
 
 SCHEDULERS = ("threads", "processes", "synchronous")
 CONVERSION = "convert"

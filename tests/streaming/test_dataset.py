@@ -16,10 +16,10 @@ from student_helpers import row_coded_logits, write_store
 from torch.utils.data import DataLoader
 
 from softlabels.errors import DataError, IncompleteStoreError, InvalidArgumentError, StoreMismatchError
+from softlabels.format.encodings import SampledEncoding, TopKEncoding
 from softlabels.sources import DatasetSource, load_dataset
 from softlabels.store import FullEncoding, LabelStore, default_chunk_rows, open_store
-from softlabels.store.encodings import SampledEncoding, TopKEncoding
-from softlabels.student.dataset import EpochPlan, SoftLabelDataset
+from softlabels.streaming.dataset import EpochPlan, SoftLabelDataset
 
 ROWS, CHUNK = 1000, 64  # 16 chunks, the last one short (40 rows)
 

@@ -17,8 +17,8 @@ from torch.utils.data import DataLoader
 
 from softlabels import __version__
 from softlabels.errors import InvalidArgumentError, TeacherOutputError
-from softlabels.generation.background import BackgroundWriter, PendingBatch
-from softlabels.generation.config import GenerateConfig
+from softlabels.processing.generation.background import BackgroundWriter, PendingBatch
+from softlabels.processing.generation.config import GenerateConfig
 from softlabels.runtime import autocast, resolve_device
 from softlabels.sources import DatasetSource, ModelSource, load_dataset, load_model, parameters_sha256
 from softlabels.store import (

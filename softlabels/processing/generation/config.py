@@ -7,8 +7,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from softlabels.errors import InvalidArgumentError
+from softlabels.format.encodings import Encoding, build_encoding, format_options
 from softlabels.runtime import check_precision
-from softlabels.store.encodings import Encoding, build_encoding, format_options
 
 
 @dataclass(frozen=True)

@@ -27,9 +27,12 @@ from torch.optim.lr_scheduler import CosineAnnealingLR
 from torch.utils.data import DataLoader
 
 from softlabels.errors import DataError, InvalidArgumentError, UnknownNameError
+from softlabels.format.identity import Scope, store_identity
 from softlabels.runtime import autocast, check_precision, resolve_device, seed_everything
 from softlabels.sources import DatasetSource, ModelSource, load_dataset, load_model, save_checkpoint
-from softlabels.student.checkpoints import (
+from softlabels.streaming.dataset import DEFAULT_BUFFER_CHUNKS, Labels, SoftLabelDataset
+from softlabels.training.losses import ENCODINGS, distillation_loss, retemper
+from softlabels.training.run_dir import (
     RUN_FILES,
     TrainState,
     load_state,
@@ -38,8 +41,6 @@ from softlabels.student.checkpoints import (
     save_state,
     write_json,
 )
-from softlabels.student.dataset import DEFAULT_BUFFER_CHUNKS, Labels, SoftLabelDataset
-from softlabels.student.losses import ENCODINGS, distillation_loss, retemper
 
 __all__ = [
     "DEFAULT_ALPHA",
@@ -328,7 +329,9 @@ def _prepare(
         "train data": train_data.source.fingerprint,
         "validation data": val_source.fingerprint,
         "initial weights sha256": model.weights_sha256,
-        "labels": None if header is None else {**header.identity(), "created": header.provenance.created},
+        "labels": None
+        if header is None
+        else {**store_identity(header, Scope.RESUME), "created": header.provenance.created},
     }
     description = {"config": config.to_json(), "inputs": inputs}
     return _Job(kind, config, model, train_data, val_source, loss, description)

@@ -11,10 +11,7 @@ import torch
 from synthetic_stores import write_synthetic_store
 
 from softlabels.errors import InvalidArgumentError, UnknownNameError
-from softlabels.store import (
-    open_store,
-)
-from softlabels.store.encodings import (
+from softlabels.format.encodings import (
     VALUE_DTYPES,
     Encoding,
     FullEncoding,
@@ -29,7 +26,10 @@ from softlabels.store.encodings import (
     index_dtype,
     softmax,
 )
-from softlabels.student.losses import distillation_loss, kd_loss
+from softlabels.store import (
+    open_store,
+)
+from softlabels.training.losses import distillation_loss, kd_loss
 
 CLASSES = 7
 

@@ -49,6 +49,9 @@ class DatasetInfo:
     num_classes: int
     class_names: tuple[str, ...]
     fingerprint: str
+    preprocessing: str | None = (
+        None  # version of the input transform; None in stores made before it was recorded
+    )
 
 
 @dataclass(frozen=True)
@@ -94,6 +97,13 @@ class Provenance:
     created: str
     versions: dict[str, str]
     derived_from: tuple[dict[str, Any], ...] = field(default=())
+    compute: dict[str, Any] = field(
+        default_factory=dict
+    )  # settings besides the teacher that decide the values
+
+    def origin(self) -> str:
+        """``generate`` for stores a teacher wrote, else the operation of the last derivation (``convert``)."""
+        return str(self.derived_from[-1].get("operation", "derived")) if self.derived_from else "generate"
 
 
 @dataclass(frozen=True)
@@ -105,27 +115,6 @@ class StoreHeader:
     complete: bool = False
     format: str = FORMAT_NAME
     version: int = FORMAT_VERSION
-
-    def identity(self) -> dict[str, Any]:
-        """The settings that decide the stored values; a resumed run must match them exactly."""
-        teacher = self.provenance.teacher
-        dataset = self.provenance.dataset
-        return {
-            "teacher": teacher.spec,
-            "teacher weights sha256": teacher.weights_sha256,
-            "teacher parameters sha256": teacher.parameters_sha256,
-            "dataset": dataset.spec,
-            "split": dataset.split,
-            "dataset fingerprint": dataset.fingerprint,
-            "temperature": self.provenance.temperature,
-            "precision": self.provenance.precision,
-            "format": self.layout.encoding,
-            "format parameters": self.layout.encoding_params,
-            "rows": self.layout.num_rows,
-            "classes": self.layout.num_classes,
-            "chunk rows": self.layout.chunk_rows,
-            "shard rows": self.layout.shard_rows,
-        }
 
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

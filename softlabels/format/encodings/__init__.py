@@ -1,0 +1,77 @@
+"""Row encodings: how a batch of temperature-scaled teacher logits becomes stored arrays.
+
+An encoding names the arrays it stores (one row per sample each) and turns a float32 block of
+``logits / T`` rows into them. Encodings are pure numpy and know nothing about Zarr, so a
+conversion job and the generator share them.
+
+Three formats exist (``Encoding.name``):
+
+``full``
+    All ``C`` scaled logits per row (field ``logits``).
+``topk``
+    The ``K`` largest scaled logits per row (``values``), their classes (``indices``) and the
+    row's ``log_normalizer = logsumexp`` over all ``C`` classes, so the kept probabilities
+    ``exp(values - log_normalizer)`` are exact and the residual mass is known.
+``sampled``
+    ``S`` classes drawn from ``softmax(row)``, stored as the distinct classes (``indices``) and
+    how often each was drawn (``counts``); ``counts / S`` is an unbiased estimate of the teacher
+    distribution.
+
+Value types (``full`` and ``topk``): ``float16``, ``float32``, ``bfloat16`` (stored as the raw
+upper 16 bits of the float32, dtype ``uint16``, rounded to nearest even, because Zarr and numpy
+have no bfloat16) and ``int8`` (dtype ``uint8`` codes with a per-row float32 ``scale`` and
+``offset``: ``value = offset + code * scale``).
+
+:meth:`Encoding.decode` turns stored arrays into what the losses take: float32 values and
+normalisers, int64 class indices, float32 counts, under the exact keys
+:func:`softlabels.training.losses.distillation_loss` reads.
+"""
+
+from softlabels.format.encodings.base import (
+    Encoding,
+    FieldSpec,
+    count_dtype,
+    index_dtype,
+    logsumexp,
+    softmax,
+)
+from softlabels.format.encodings.full import FullEncoding
+from softlabels.format.encodings.registry import (
+    build_encoding,
+    encoding_from_params,
+    encoding_names,
+    format_options,
+    register_encoding,
+)
+from softlabels.format.encodings.sampled import SampledEncoding
+from softlabels.format.encodings.topk import TopKEncoding, top_classes
+from softlabels.format.encodings.values import (
+    VALUE_DTYPES,
+    bfloat16_bits_to_float32,
+    dequantize_uint8,
+    float32_to_bfloat16_bits,
+    quantize_uint8,
+)
+
+__all__ = [
+    "VALUE_DTYPES",
+    "Encoding",
+    "FieldSpec",
+    "FullEncoding",
+    "SampledEncoding",
+    "TopKEncoding",
+    "bfloat16_bits_to_float32",
+    "build_encoding",
+    "count_dtype",
+    "dequantize_uint8",
+    "encoding_from_params",
+    "encoding_names",
+    "float32_to_bfloat16_bits",
+    "format_options",
+    "index_dtype",
+    "logsumexp",
+    "quantize_uint8",
+    "register_encoding",
+    "softmax",
+    "top_classes",
+]

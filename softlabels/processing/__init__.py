@@ -1,0 +1,1 @@
+"""Jobs that write label stores: teacher inference (``generation``) and format conversion (``convert``)."""
