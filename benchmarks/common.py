@@ -12,7 +12,9 @@ from typing import Any
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 RESULTS = REPO_ROOT / "benchmarks" / "results"
-CIFAR_ARCHIVE = REPO_ROOT.parent / "shared" / "datasets" / "cifar10-jpeg.tar.gz"
+# The folder of dataset archives, as the pipelines and the tests find it.
+DATASETS = Path(os.environ.get("SOFTLABELS_DATASETS") or REPO_ROOT.parent / "shared" / "datasets")
+CIFAR_ARCHIVE = DATASETS / "cifar10-jpeg.tar.gz"
 
 
 def cifar10_root() -> Path:

@@ -28,9 +28,9 @@ from typing import Any
 
 from common import cifar10_root, write_results
 
-from softlabels import generate, train_student, train_teacher
+from softlabels import EncodingSpec, generate, train_student, train_teacher
 from softlabels.processing.convert import convert_store
-from softlabels.training.train import TrainSummary
+from softlabels.training.config import TrainSummary
 
 
 @dataclass(frozen=True)
@@ -100,11 +100,11 @@ def full_stores(setting: Setting, teacher: TrainSummary, root: Path) -> dict[str
         teacher_weights=teacher.best_weights,
         temperature=setting.temperature,
         out=str(full32),
-        dtype="float32",
+        encoding=EncodingSpec.create("full", dtype="float32"),
         num_workers=setting.num_workers,
         progress=False,
     )
-    convert_store(full32, full16, to="full", dtype="float16")
+    convert_store(full32, full16, EncodingSpec.create("full", dtype="float16"))
     return {"full32": str(full32), "full16": str(full16)}
 
 

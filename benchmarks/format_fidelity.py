@@ -27,6 +27,7 @@ from typing import Any
 from common import RESULTS, cifar10_root, write_results
 from distillation_quality import Setting, full_stores, trained_student, trained_teacher
 
+from softlabels.format.encoding_spec import EncodingSpec
 from softlabels.processing.convert import convert_store
 from softlabels.store.inspect import inspect_store
 
@@ -39,11 +40,11 @@ def format_stores(full: dict[str, str], topk: list[int], samples: list[int]) -> 
     stores = {"full float16": full["full16"]}
     for k in topk:
         out = folder / f"topk-{k}-float16.zarr"
-        convert_store(full["full32"], out, to="topk", k=k, dtype="float16")
+        convert_store(full["full32"], out, EncodingSpec.create("topk", k=k, dtype="float16"))
         stores[f"topk k={k}"] = str(out)
     for count in samples:
         out = folder / f"sampled-{count}-seed0.zarr"
-        convert_store(full["full32"], out, to="sampled", samples=count, seed=0)
+        convert_store(full["full32"], out, EncodingSpec.create("sampled", samples=count, seed=0))
         stores[f"sampled S={count}"] = str(out)
     return stores
 

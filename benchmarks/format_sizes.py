@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from softlabels.format.encodings import build_encoding
+from softlabels.format.encoding_spec import EncodingSpec
 from softlabels.store import (
     DatasetInfo,
     Encoding,
@@ -111,7 +111,7 @@ def run(num_rows: int, temperature: float, seed: int) -> dict[str, Any]:
             for number, (label, label_format, options) in enumerate(FORMATS):
                 if options.get("k", 0) >= num_classes:
                     continue  # top-k keeping every class is the full format with extra indices
-                encoding = build_encoding(label_format, **options)
+                encoding = EncodingSpec.create(label_format, **options).build()
                 path = Path(scratch) / f"{num_classes}-{number}.zarr"
                 sizes = measure(path, encoding, rows, targets, temperature)
                 results.append(

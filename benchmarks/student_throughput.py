@@ -35,17 +35,15 @@ from typing import Any
 
 import torch
 from common import cifar10_root, write_results
-from torch.utils.data import DataLoader
 
 from softlabels import generate
 from softlabels.runtime import resolve_device
 from softlabels.sources import build_model
-from softlabels.streaming.dataset import SoftLabelDataset
+from softlabels.streaming import SoftLabelDataset, SoftLabelLoader
+from softlabels.training.config import TrainConfig
 from softlabels.training.run_dir import locked_run_dir
 from softlabels.training.train import (
-    TrainConfig,
     _DistillationLoss,
-    _epoch_generator,
     _prepare,
     _student_loss,
     _Trainer,
@@ -127,19 +125,15 @@ def time_arm(arm: str, args: argparse.Namespace, dataset: str, teacher: torch.nn
         loss = _DistillationLoss("full", args.temperature, args.temperature, args.alpha) if online else None
         trainer, train_data = build_trainer(config, loss)
         train_data.set_epoch(0)
-        loader = DataLoader(
-            train_data,
-            batch_size=config.batch_size,
-            num_workers=config.num_workers,
-            generator=_epoch_generator(config.seed, 0),
-        )
-        batches: Iterator[Any] = iter(loader)
+        batches: Iterator[Any] = iter(trainer.train_loader)  # the trainer's own loader
         if online:
             batches = online_batches(batches, teacher, args.temperature)
         trainer._train_epoch(islice(batches, args.warmup), _NoBar())
         started = time.perf_counter()
         trainer._train_epoch(islice(batches, args.steps), _NoBar())
-        return (time.perf_counter() - started) / args.steps
+        seconds = (time.perf_counter() - started) / args.steps
+        trainer.train_loader.close()
+        return seconds
 
 
 def loader_ms(arm: str, args: argparse.Namespace, dataset: str, batches: int) -> float:
@@ -148,14 +142,7 @@ def loader_ms(arm: str, args: argparse.Namespace, dataset: str, batches: int) ->
     train_data = SoftLabelDataset(
         config.labels, config.dataset, seed=config.seed, memory_budget_bytes=config.memory_budget_mb << 20
     )
-    loader = iter(
-        DataLoader(
-            train_data,
-            batch_size=config.batch_size,
-            num_workers=config.num_workers,
-            generator=_epoch_generator(config.seed, 0),
-        )
-    )
+    loader = iter(SoftLabelLoader(train_data, config.batch_size, num_workers=config.num_workers))
     for _ in islice(loader, args.warmup):
         pass
     started = time.perf_counter()

@@ -17,7 +17,7 @@ if TYPE_CHECKING:
 
     from softlabels.pipelines import PipelineReport, PipelineSpec
     from softlabels.processing.generation import GenerateConfig, GenerateSummary
-    from softlabels.training.train import TeacherConfig, TrainConfig, TrainSummary
+    from softlabels.training.config import TeacherConfig, TrainConfig, TrainSummary
 
 ConfigT = TypeVar("ConfigT")
 
@@ -32,7 +32,7 @@ def generate(config: GenerateConfig | None = None, /, **options: Any) -> Generat
 
 def train_student(config: TrainConfig | None = None, /, **options: Any) -> TrainSummary:
     """Train a student from a label store, or on hard labels with ``no_kd`` (see :class:`TrainConfig`)."""
-    from softlabels.training.train import TrainConfig
+    from softlabels.training.config import TrainConfig
     from softlabels.training.train import train_student as run
 
     return run(_config(TrainConfig, config, options))
@@ -40,7 +40,7 @@ def train_student(config: TrainConfig | None = None, /, **options: Any) -> Train
 
 def train_teacher(config: TeacherConfig | None = None, /, **options: Any) -> TrainSummary:
     """Train a teacher with cross-entropy on a dataset (see :class:`softlabels.TeacherConfig`)."""
-    from softlabels.training.train import TeacherConfig
+    from softlabels.training.config import TeacherConfig
     from softlabels.training.train import train_teacher as run
 
     return run(_config(TeacherConfig, config, options))

@@ -6,11 +6,16 @@ default changes in one place and ``softlabels --help`` never imports torch to sh
 
 from __future__ import annotations
 
+import re
+
+from softlabels.errors import InvalidArgumentError
+
 # Devices and precision
 DEVICE = "auto"
 DEVICES = ("auto", "cpu", "cuda")  # and "cuda:N"
 PRECISION = "fp32"
 PRECISIONS = ("fp32", "bf16", "fp16")
+_CUDA_INDEX = re.compile(r"cuda:\d+")
 
 # Label formats
 LABEL_FORMAT = "full"
@@ -44,3 +49,20 @@ ALPHA = 0.9
 # Student loader
 BUFFER_CHUNKS = 4
 MEMORY_BUDGET_MB = 256
+
+
+def check_device(name: str) -> str:
+    """Refuse a device name that is not ``auto``, ``cpu``, ``cuda`` or ``cuda:N``, without importing torch.
+
+    Whether CUDA is present is decided later, by :func:`softlabels.runtime.resolve_device`.
+    """
+    if name not in DEVICES and _CUDA_INDEX.fullmatch(name) is None:
+        raise InvalidArgumentError(f"device '{name}' is not one of {', '.join(DEVICES)} (or cuda:N)")
+    return name
+
+
+def check_precision(name: str) -> str:
+    """Refuse a compute precision other than ``fp32``, ``bf16`` and ``fp16``, without importing torch."""
+    if name not in PRECISIONS:
+        raise InvalidArgumentError(f"precision '{name}' is not one of {', '.join(PRECISIONS)}")
+    return name

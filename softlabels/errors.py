@@ -16,6 +16,31 @@ class InvalidArgumentError(SoftLabelsError, ValueError):
     """An argument, option or configuration value is out of its allowed range or form."""
 
 
+class InvalidSettingError(InvalidArgumentError):
+    """A named setting is missing, misplaced or out of range.
+
+    ``setting`` names it (``format``, ``dtype``, ``k``, ``samples``, ``seed``) in the library's words,
+    so that a command line can point at its own option.
+    """
+
+    def __init__(self, setting: str, message: str) -> None:
+        super().__init__(message)
+        self.setting = setting
+
+
+class Interrupted(SoftLabelsError, KeyboardInterrupt):
+    """The user stopped a job (Ctrl-C); the message says what was kept and how to go on.
+
+    It is still a :class:`KeyboardInterrupt`, so code that stops on Ctrl-C keeps stopping.
+    ``kept`` says what survives in a few words (``2 of 4 shards in out.zarr``), for callers
+    that run several jobs and report them together.
+    """
+
+    def __init__(self, message: str, kept: str = "") -> None:
+        super().__init__(message)
+        self.kept = kept
+
+
 class UnknownNameError(SoftLabelsError, KeyError):
     """A dataset, model, format or other registry name is not known."""
 
@@ -51,12 +76,20 @@ class StoreMismatchError(StoreError, ValueError):
     """An existing store was made from other data, another teacher or other settings."""
 
 
+class StoreConflictError(StoreError, RuntimeError):
+    """Another run replaced the store this run was writing (or wrote into it): this run stops."""
+
+
 class IncompleteStoreError(StoreError, RuntimeError):
     """The store has shards that were never written."""
 
 
+class StoreCorruptError(StoreError, ValueError):
+    """Stored bytes cannot be decoded (a chunk fails its checksum or cannot be read); names the chunk key."""
+
+
 class StoreWriteError(StoreError, OSError):
-    """The destination cannot be written."""
+    """The destination cannot be written; names the path and the operating system's reason."""
 
 
 class TeacherOutputError(SoftLabelsError, ValueError):
@@ -68,4 +101,12 @@ class RunDirectoryError(SoftLabelsError, OSError):
 
 
 class PipelineError(SoftLabelsError, ValueError):
-    """A pipeline file is missing, malformed or invalid."""
+    """A pipeline file is missing, malformed or invalid, or names inputs that do not exist.
+
+    ``suggestions`` are ``key=value`` settings that would fix it (``dataset.root=/path/to/data``),
+    so that a command line can show them as its own overrides.
+    """
+
+    def __init__(self, message: str, suggestions: tuple[str, ...] = ()) -> None:
+        super().__init__(message)
+        self.suggestions = suggestions

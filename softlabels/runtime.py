@@ -1,22 +1,29 @@
-"""Where and how models run: device choice and mixed precision, shared by every job."""
+"""Where and how models run: device choice and mixed precision, shared by every job.
+
+torch is imported inside the functions, so a config that only checks names (through
+:mod:`softlabels.defaults`) can import this module without paying for torch.
+"""
 
 from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
-import torch
-
+from softlabels.defaults import check_device, check_precision
 from softlabels.errors import InvalidArgumentError
 
-DEVICES = ("auto", "cpu", "cuda")
-PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+if TYPE_CHECKING:
+    import torch
+
+__all__ = ["autocast", "check_device", "check_precision", "resolve_device", "seed_everything"]
 
 
 def resolve_device(name: str) -> torch.device:
     """``auto`` picks CUDA when present; asking for CUDA without one is an error, not a silent CPU run."""
-    if name not in DEVICES and not name.startswith("cuda:"):
-        raise InvalidArgumentError(f"device '{name}' is not one of {', '.join(DEVICES)} (or cuda:N)")
+    import torch
+
+    check_device(name)
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
@@ -24,16 +31,12 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def check_precision(name: str) -> str:
-    if name not in PRECISIONS:
-        raise InvalidArgumentError(f"precision '{name}' is not one of {', '.join(PRECISIONS)}")
-    return name
-
-
 @contextlib.contextmanager
 def autocast(device: torch.device, precision: str) -> Iterator[None]:
     """Mixed precision for ``bf16``/``fp16``; a no-op for ``fp32``."""
-    dtype = PRECISIONS[check_precision(precision)]
+    import torch
+
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(check_precision(precision))
     if dtype is None:
         yield
         return
@@ -43,6 +46,8 @@ def autocast(device: torch.device, precision: str) -> Iterator[None]:
 
 def seed_everything(seed: int) -> torch.Generator:
     """Seed torch's global generators and return a dedicated generator for data order."""
+    import torch
+
     torch.manual_seed(seed)
     generator = torch.Generator()
     generator.manual_seed(seed)

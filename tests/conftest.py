@@ -1,6 +1,9 @@
-"""Shared fixtures: the real datasets kept beside the checkout in ``../shared/datasets``.
+"""Shared fixtures, among them the real datasets some tests need.
 
-Tests that need one of them are skipped, not failed, when it is absent.
+Those datasets are read from the folder named by ``SOFTLABELS_DATASETS`` (the same variable the
+shipped pipelines read), by default ``../shared/datasets`` beside the checkout. It holds
+``cifar10-jpeg.tar.gz`` and ``mnist/t10k-{images-idx3,labels-idx1}-ubyte.gz``. Tests that need a
+missing file are skipped, not failed, and the skip reason names the file and the variable.
 """
 
 from __future__ import annotations
@@ -12,11 +15,13 @@ from typing import TYPE_CHECKING
 import pytest
 from student_helpers import write_store
 
+from softlabels.pipelines.data import DATASETS_ENV
+
 if TYPE_CHECKING:
     from softlabels.sources import DatasetSource
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-SHARED_DATASETS = REPO_ROOT.parent / "shared" / "datasets"
+SHARED_DATASETS = Path(os.environ.get(DATASETS_ENV) or REPO_ROOT.parent / "shared" / "datasets")
 MNIST_FILES = ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")
 
 
@@ -27,7 +32,7 @@ def softlabels_cache_dir() -> Path:
 
 @pytest.fixture(scope="session")
 def shared_datasets() -> Path:
-    """The ``../shared/datasets`` folder (which may be missing; see the fixtures below)."""
+    """``$SOFTLABELS_DATASETS``, else ``../shared/datasets`` (which may be missing; see the fixtures below)."""
     return SHARED_DATASETS
 
 
@@ -36,7 +41,7 @@ def cifar10_root() -> Path:
     """CIFAR-10 as an image folder (``train/``, ``test/``), unpacked once into the cache."""
     archive = SHARED_DATASETS / "cifar10-jpeg.tar.gz"
     if not archive.is_file():
-        pytest.skip(f"{archive} is absent")
+        pytest.skip(f"{archive} is absent (set {DATASETS_ENV} to a folder holding cifar10-jpeg.tar.gz)")
     # Imported here so that test folders that never use datasets do not pay for torch.
     from softlabels.sources import ensure_cifar10
 
@@ -52,7 +57,7 @@ def mnist_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """
     source = SHARED_DATASETS / "mnist"
     if not all((source / name).is_file() for name in MNIST_FILES):
-        pytest.skip(f"MNIST files are absent from {source}")
+        pytest.skip(f"MNIST files are absent from {source} (set {DATASETS_ENV} to a folder holding mnist/)")
     root = tmp_path_factory.mktemp("mnist-root")
     raw = root / "MNIST" / "raw"
     raw.mkdir(parents=True)
@@ -105,6 +110,41 @@ def fresh_help() -> object:
         return text, set(filter(None, heavy.split(",")))
 
     return show
+
+
+class FreshRun:
+    """What ``softlabels ARGS`` did in a new interpreter: exit code, stderr, and whether torch got imported."""
+
+    def __init__(self, exit_code: int, stderr: str, imported_torch: bool) -> None:
+        self.exit_code, self.stderr, self.imported_torch = exit_code, stderr, imported_torch
+
+
+@pytest.fixture
+def fresh_cli() -> object:
+    """Run the console entry point in a new interpreter and report whether it imported torch.
+
+    A bad argument must be refused before torch is imported (which costs seconds): the error
+    then comes back at once.
+    """
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from softlabels.cli import main\n"
+        "try:\n    main()\n    code = 0\n"
+        "except SystemExit as exc:\n    code = exc.code if isinstance(exc.code, int) else 1\n"
+        "print('torch' in sys.modules, code)\n"
+    )
+
+    def run(*args: str, env: dict[str, str] | None = None) -> FreshRun:
+        result = subprocess.run(
+            [sys.executable, "-c", code, *args], capture_output=True, text=True, env=env, check=False
+        )
+        imported, exit_code = result.stdout.split()[-2:]
+        return FreshRun(int(exit_code), result.stderr, imported == "True")
+
+    return run
 
 
 @pytest.fixture(scope="session")

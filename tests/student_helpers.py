@@ -8,9 +8,9 @@ import numpy as np
 from synthetic_stores import synthetic_header, write_rows
 
 from softlabels.format.encodings import Encoding
+from softlabels.format.identity import dataset_info
 from softlabels.sources import DatasetSource
 from softlabels.store import (
-    DatasetInfo,
     FullEncoding,
     StoreHeader,
     TeacherInfo,
@@ -27,9 +27,7 @@ def row_coded_logits(num_rows: int, num_classes: int) -> np.ndarray:
 def header_for(
     source: DatasetSource, encoding: Encoding, chunk_rows: int, temperature: float = 2.0
 ) -> StoreHeader:
-    dataset = DatasetInfo(
-        source.spec, source.split, len(source), source.num_classes, source.class_names, source.fingerprint
-    )
+    dataset = dataset_info(source)
     return synthetic_header(
         encoding,
         len(source),

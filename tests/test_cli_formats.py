@@ -13,6 +13,7 @@ from synthetic_stores import write_synthetic_store
 
 from softlabels.cli import commands  # noqa: F401  (attaches the commands)
 from softlabels.cli.main import cli
+from softlabels.format.encoding_spec import EncodingSpec
 from softlabels.store import (
     FullEncoding,
     open_store,
@@ -57,9 +58,9 @@ def test_convert_then_inspect(full_store: Path, tmp_path: Path) -> None:
         ],
     )
     assert result.exit_code == 0, result.output
-    assert f"Converted {full_store} to {out}: topk {{'k': 2, 'dtype': 'int8'}}" in result.output
+    assert f"Converted {full_store} to {out}: topk k=2 int8, 130 samples x 6 classes" in result.output
     store = open_store(out)
-    assert store.encoding.params() == {"k": 2, "dtype": "int8"}
+    assert store.layout.encoding_spec == EncodingSpec.create("topk", k=2, dtype="int8")
     assert store.provenance.derived_from[0]["command"].startswith("softlabels")
 
     result = CliRunner().invoke(cli, ["inspect", str(out), "--reference", str(full_store)])
@@ -95,15 +96,25 @@ def test_convert_to_sampled(full_store: Path, tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     counts = open_store(out).read_all().fields["counts"]
     assert (counts.sum(axis=1) == 9).all()
+    # The accuracy of a sampled store is that of the draws, not the teacher's.
+    inspected = CliRunner().invoke(cli, ["inspect", str(out)]).output
+    assert "drawn sample accuracy " in inspected and "teacher" not in inspected.split("note")[0]
 
 
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["--to", "topk", "--k", "7"], "error: --k 7 exceeds the number of classes (6); choose 1 <= k <= 6"),
-        (["--to", "sampled", "--samples", "0"], "error: --samples must be >= 1, got 0"),
-        (["--to", "sampled"], "error: --to sampled needs --samples"),
-        (["--to", "full", "--k", "2"], "error: --k applies only to --to topk"),
+        (
+            ["--to", "topk", "--k", "7"],
+            "error: --k: k = 7 exceeds the number of classes (6); choose 1 <= k <= 6",
+        ),
+        (["--to", "sampled", "--samples", "0"], "error: --samples: samples must be >= 1, got 0"),
+        (["--to", "sampled"], "error: --samples: format sampled needs samples (draws per row)"),
+        (["--to", "full", "--k", "2"], "error: --k: k does not apply to format full"),
+        (
+            ["--to", "sampled", "--samples", "4", "--dtype", "int8"],
+            "error: --dtype: a value dtype (int8) does not",
+        ),
     ],
 )
 def test_convert_refusals_are_one_line_errors(
@@ -114,7 +125,8 @@ def test_convert_refusals_are_one_line_errors(
     message: str,
 ) -> None:
     result = softlabels_main("convert", str(full_store), str(tmp_path / "x.zarr"), *args)
-    assert result.exit_code == 1 and result.stderr.strip() == message
+    assert result.exit_code == 1 and result.stderr.startswith(message)
+    assert len(result.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "x.zarr").exists()
 
 
@@ -132,14 +144,30 @@ def test_inspect_refusals(full_store: Path, tmp_path: Path, softlabels_main: Any
     assert result.exit_code == 1 and "a reference must be a full store" in result.stderr
 
 
-def test_cli_choices_match_the_library() -> None:
-    # The CLI keeps its own copies so that building it imports neither torch nor zarr.
-    from softlabels.cli.format_commands import SCHEDULERS
-    from softlabels.cli.options import LABEL_FORMATS, VALUE_DTYPES
-    from softlabels.processing.convert import SCHEDULERS as LIBRARY_SCHEDULERS
-    from softlabels.store import VALUE_DTYPES as LIBRARY_DTYPES
-    from softlabels.store import encoding_names
+def test_the_library_accepts_exactly_the_choices_the_cli_offers() -> None:
+    # The CLI and the pipeline schema offer softlabels.defaults' lists; the library must accept the same.
+    from softlabels import defaults
+    from softlabels.processing import convert
+    from softlabels.store import VALUE_DTYPES, encoding_names
 
-    assert sorted(LABEL_FORMATS) == sorted(encoding_names())
-    assert tuple(VALUE_DTYPES) == tuple(LIBRARY_DTYPES)
-    assert tuple(SCHEDULERS) == tuple(LIBRARY_SCHEDULERS)
+    assert sorted(encoding_names()) == sorted(defaults.LABEL_FORMATS)
+    assert VALUE_DTYPES == defaults.VALUE_DTYPES
+    assert convert.SCHEDULERS == defaults.SCHEDULERS
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--to", "topk"], "--k: format topk needs k"),
+        (["--to", "topk", "--k", "0"], "--k: k must be >= 1"),
+        (["--to", "sampled", "--samples", "2", "--seed", "-1"], "--seed: seed must be >= 0"),
+        (["--to", "full", "--k", "2"], "--k: k does not apply to format full"),
+    ],
+)
+def test_bad_options_are_refused_before_torch_is_imported(
+    fresh_cli: Any, full_store: Path, tmp_path: Path, args: list[str], message: str
+) -> None:
+    result = fresh_cli("convert", str(full_store), str(tmp_path / "out.zarr"), *args)
+    assert result.exit_code == 1 and result.stderr.startswith(f"error: {message}"), result.stderr
+    assert not result.imported_torch
+    assert not (tmp_path / "out.zarr").exists()

@@ -3,6 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +17,7 @@ from click.testing import CliRunner
 
 from softlabels.cli import cli
 from softlabels.cli.commands import store_commands  # noqa: F401  (attaches the commands)
+from softlabels.store import open_store
 
 PLUGINS = Path(__file__).parent / "processing" / "generation" / "plugins_for_tests.py"
 GENERATE_MLP = (
@@ -120,3 +127,72 @@ def test_unreadable_image_names_the_file(tmp_path: Path, softlabels_main: Any) -
 def test_info_on_missing_store(tmp_path: Path, softlabels_main: Any) -> None:
     result = softlabels_main("info", str(tmp_path / "nothing.zarr"))
     assert result.exit_code == 1 and result.stderr.startswith("error: no label store")
+
+
+def test_ctrl_c_says_what_was_kept_and_a_rerun_finishes(tmp_path: Path) -> None:
+    args = [
+        "generate",
+        "--dataset",
+        "digits",
+        "--teacher",
+        f"{PLUGINS}:slow_linear",
+        "--temperature",
+        "3",
+        "--chunk-rows",
+        "64",
+        "--batch-size",
+        "32",
+        "--out",
+        str(tmp_path / "s.zarr"),
+    ]
+    command = [sys.executable, "-c", "from softlabels.cli import main; main()", *args]
+    # stderr is a pipe, not a terminal: progress comes as plain lines, here every 0.2 s.
+    # 0.2 s per batch of 32: about 9 s in all, so the interrupt lands mid-run even on a busy machine.
+    env = {**os.environ, "SOFTLABELS_TEST_DELAY": "0.2", "SOFTLABELS_PROGRESS_INTERVAL": "0.2"}
+    process = subprocess.Popen(command, env=env, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and process.poll() is None:
+        done = tmp_path / "s.zarr" / "shards_done"
+        if done.exists() and open_store(tmp_path / "s.zarr", allow_incomplete=True).shards_done().sum() >= 2:
+            break
+        time.sleep(0.05)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 130, stderr
+    lines = stderr.strip().splitlines()
+    assert re.fullmatch(
+        rf"interrupted: kept (\d+) of 23 shards in {re.escape(str(tmp_path / 's.zarr'))}; "
+        "re-run the same command to finish",
+        lines[-1],
+    ), stderr
+    kept = int(lines[-1].split()[2])
+    assert kept == open_store(tmp_path / "s.zarr", allow_incomplete=True).shards_done().sum() >= 2
+    progress = [line for line in lines if line.startswith("generate: ")]
+    assert progress and all(
+        re.search(r"/1\.4k samples \(.*\), .* samples/s, ETA ", line) for line in progress
+    )
+    assert "Traceback" not in stderr
+
+    finished = subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
+    assert finished.returncode == 0, finished.stderr
+    assert f"{23 - kept} of 23 shards this run" in finished.stdout
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--temperature", "0"], "--temperature: temperature must be a positive number"),
+        (["--temperature", "2", "--batch-size", "0"], "--batch-size: batch size must be >= 1"),
+        (["--temperature", "2", "--format", "topk"], "--k: format topk needs k"),
+        (["--temperature", "2", "--k", "3"], "--k: k does not apply to format full"),
+        (["--temperature", "2", "--device", "tpu"], "--device: device 'tpu' is not one of auto, cpu, cuda"),
+    ],
+)
+def test_bad_options_are_refused_before_torch_is_imported(
+    fresh_cli: Any, tmp_path: Path, args: list[str], message: str
+) -> None:
+    result = fresh_cli(*GENERATE_MLP[:-2], *args, "--out", str(tmp_path / "s.zarr"))
+    assert result.exit_code == 1 and result.stderr.startswith(f"error: {message}"), result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert not result.imported_torch
+    assert not (tmp_path / "s.zarr").exists()

@@ -18,7 +18,8 @@ from click.testing import CliRunner
 import softlabels.cli.commands  # noqa: F401  (attaches every command)
 from softlabels.cli import cli, main
 from softlabels.sources import read_weights
-from softlabels.training.train import TrainConfig, train_student
+from softlabels.training.config import TrainConfig
+from softlabels.training.train import train_student
 
 SLOW_STUDENT = f"{Path(__file__).parent / 'training' / 'plugins_for_student_tests.py'}:slow_mlp"
 CONTRACT_OPTIONS = (
@@ -108,7 +109,7 @@ def test_teacher_generate_student_on_digits(workflow: Path) -> None:
         metrics = json.loads((workflow / run / "metrics.json").read_text())
         assert [row["epoch"] for row in metrics] == list(range(1, 7))
     config = json.loads((workflow / "student" / "config.json").read_text())
-    assert config["config"]["temperature"] is None and config["inputs"]["labels"]["temperature"] == 4.0
+    assert config["config"]["temperature"] == config["inputs"]["labels"]["temperature"] == 4.0
     # The student's weights are a checkpoint that generate accepts as a teacher in turn.
     invoke(
         "generate",
@@ -175,17 +176,52 @@ def test_student_killed_mid_run_resumes_to_the_uninterrupted_weights(workflow: P
     ]
 
 
+def test_ctrl_c_says_how_many_epochs_were_kept(workflow: Path, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    command = [
+        sys.executable,
+        "-c",
+        "from softlabels.cli import main; main()",
+        "train-student",
+        f"--labels={workflow / 'labels.zarr'}",
+        "--dataset=digits",
+        f"--student={SLOW_STUDENT}",
+        "--epochs=5",
+        "--batch-size=64",
+        "--device=cpu",
+        f"--out={run}",
+    ]
+    slow = {**os.environ, "SOFTLABELS_TEST_DELAY": "0.02"}
+    process = subprocess.Popen(
+        command, env=slow, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+    )
+    deadline = time.monotonic() + 120
+    while metrics_rows(run) < 1 and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.005)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130, stderr
+    kept = metrics_rows(run)
+    assert 1 <= kept < 5
+    assert stderr.strip().splitlines()[-1] == (
+        f"interrupted: kept {kept} of 5 epochs in {run}; re-run the same command to resume"
+    )
+
+
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["--dataset", "digits", "--student", "mlp"], "--labels is required unless --no-kd"),
+        (
+            ["--dataset", "digits", "--student", "mlp"],
+            "a label store (--labels) is required unless the student trains on hard labels only (--no-kd)",
+        ),
         (
             ["--dataset", "digits", "--student", "mlp", "--no-kd", "--alpha", "0.5"],
-            "--alpha has no effect with --no-kd",
+            "--alpha: alpha has no effect when training on hard labels only (--no-kd)",
         ),
         (
             ["--dataset", "digits", "--student", "mlp", "--no-kd", "--epochs", "0"],
-            "--epochs must be an integer >= 1",
+            "--epochs: epochs must be an integer >= 1, got 0",
         ),
         (["--dataset", "digits", "--student", "nosuchnet", "--no-kd"], "nosuchnet"),
         (
@@ -227,6 +263,42 @@ def test_bad_input_is_one_line_error(
     error = capsys.readouterr().err
     assert error.startswith("error: ") and len(error.strip().splitlines()) == 1, error
     assert message in error
+
+
+@pytest.mark.parametrize(
+    "command, args, message",
+    [
+        ("train-student", ["--epochs", "0", "--no-kd"], "--epochs: epochs must be an integer >= 1, got 0"),
+        (
+            "train-student",
+            ["--epochs", "2", "--lr", "-1", "--no-kd"],
+            "--lr: learning rate must be a positive number, got -1.0",
+        ),
+        (
+            "train-student",
+            ["--epochs", "2", "--labels", "x.zarr", "--device", "gpu"],
+            "--device: device 'gpu' is not one of auto, cpu, cuda (or cuda:N)",
+        ),
+        (
+            "train-student",
+            ["--epochs", "2", "--no-kd", "--val-split", "train"],
+            "--val-split: the validation split must be a held-out split, not the training split 'train'",
+        ),
+        (
+            "train-teacher",
+            ["--epochs", "2", "--batch-size", "0"],
+            "--batch-size: batch size must be an integer >= 1, got 0",
+        ),
+    ],
+)
+def test_bad_settings_are_refused_before_torch_is_imported(
+    fresh_cli: Any, tmp_path: Path, command: str, args: list[str], message: str
+) -> None:
+    model = "--student" if command == "train-student" else "--teacher"
+    result = fresh_cli(command, "--dataset", "digits", model, "mlp", *args, "--out", str(tmp_path / "run"))
+    assert (result.exit_code, result.stderr) == (1, f"error: {message}\n")
+    assert not result.imported_torch
+    assert not (tmp_path / "run").exists()
 
 
 def test_help_names_the_contract_options_without_importing_torch(fresh_help: Any) -> None:

@@ -6,10 +6,9 @@ import json
 
 import click
 
+from softlabels import defaults
 from softlabels.cli.main import cli
-from softlabels.cli.options import LABEL_FORMATS, format_options, invocation
-
-SCHEDULERS = ["threads", "processes", "synchronous"]
+from softlabels.cli.options import format_option_errors, format_options, invocation
 
 
 @cli.command()
@@ -18,7 +17,7 @@ SCHEDULERS = ["threads", "processes", "synchronous"]
 @click.option(
     "--to",
     "to",
-    type=click.Choice(LABEL_FORMATS),
+    type=click.Choice(defaults.LABEL_FORMATS),
     required=True,
     help="Format of the new store (full: only to change --dtype).",
 )
@@ -29,11 +28,17 @@ SCHEDULERS = ["threads", "processes", "synchronous"]
     default=None,
     help="Rows per Zarr chunk (default: about 1 MiB, a multiple of the source's chunk rows).",
 )
-@click.option("--chunks-per-shard", type=int, default=1, show_default=True, help="Chunks per unit of work.")
+@click.option(
+    "--chunks-per-shard",
+    type=int,
+    default=defaults.CHUNKS_PER_SHARD,
+    show_default=True,
+    help="Chunks per unit of work.",
+)
 @click.option(
     "--scheduler",
-    type=click.Choice(SCHEDULERS),
-    default="threads",
+    type=click.Choice(defaults.SCHEDULERS),
+    default=defaults.SCHEDULER,
     show_default=True,
     help="dask scheduler running the shards.",
 )
@@ -54,24 +59,24 @@ def convert(
     overwrite: bool,
 ) -> None:
     """Derive a compact store OUT from the full store STORE without running the teacher again."""
-    from softlabels.processing.convert import convert_store
+    from softlabels.format.encoding_spec import EncodingSpec
 
-    summary = convert_store(
-        store,
-        out,
-        to=to,
-        k=k,
-        samples=samples,
-        seed=seed,
-        dtype=dtype,
-        chunk_rows=chunk_rows,
-        chunks_per_shard=chunks_per_shard,
-        scheduler=scheduler,
-        workers=workers,
-        overwrite=overwrite,
-        progress=True,
-        command=invocation(),
-    )
+    with format_option_errors("--to"):
+        encoding = EncodingSpec.create(to, dtype=dtype, k=k, samples=samples, seed=seed)
+        from softlabels.processing.convert import convert_store  # zarr and dask: once the options are valid
+
+        summary = convert_store(
+            store,
+            out,
+            encoding,
+            chunk_rows=chunk_rows,
+            chunks_per_shard=chunks_per_shard,
+            scheduler=scheduler,
+            workers=workers,
+            overwrite=overwrite,
+            progress=True,
+            command=invocation(),
+        )
     click.echo(summary.describe())
 
 

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 import click
+
+from softlabels import defaults
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -15,11 +18,6 @@ def apply_options(options: list[Callable[[F], F]], func: F) -> F:
     for option in reversed(options):
         func = option(func)
     return func
-
-
-# Copies of the library's names, so that building the CLI imports neither torch nor zarr (tests compare them).
-LABEL_FORMATS = ["full", "topk", "sampled"]
-VALUE_DTYPES = ["float16", "bfloat16", "float32", "int8"]
 
 
 def format_options(switch: str) -> Callable[[F], F]:
@@ -33,14 +31,14 @@ def format_options(switch: str) -> Callable[[F], F]:
                 click.option(
                     "--seed",
                     type=int,
-                    default=0,
+                    default=defaults.SAMPLE_SEED,
                     show_default=True,
                     help=f"Seed of the draws ({switch} sampled).",
                 ),
                 click.option(
                     "--dtype",
-                    type=click.Choice(VALUE_DTYPES),
-                    default="float16",
+                    type=click.Choice(defaults.VALUE_DTYPES),
+                    default=defaults.VALUE_DTYPE,
                     show_default=True,
                     help="Stored value type for full and topk (int8: 8 bits with a per-row scale and offset).",
                 ),
@@ -60,7 +58,9 @@ def dataset_options(func: F) -> F:
                 required=True,
                 help="digits | imagefolder:ROOT | torchvision:NAME | module:callable | file.py:callable",
             ),
-            click.option("--split", default="train", show_default=True, help="Which split of the dataset."),
+            click.option(
+                "--split", default=defaults.TRAIN_SPLIT, show_default=True, help="Which split of the dataset."
+            ),
             click.option(
                 "--data-root",
                 default=None,
@@ -71,15 +71,45 @@ def dataset_options(func: F) -> F:
     )
 
 
+def num_workers_option() -> Callable[[F], F]:
+    """``--num-workers``."""
+    return click.option(
+        "--num-workers",
+        type=int,
+        default=defaults.NUM_WORKERS,
+        show_default=True,
+        help="DataLoader worker processes.",
+    )
+
+
+def device_option() -> Callable[[F], F]:
+    """``--device``."""
+    return click.option(
+        "--device",
+        default=defaults.DEVICE,
+        show_default=True,
+        help=" | ".join((*defaults.DEVICES, "cuda:N")),
+    )
+
+
+def precision_option(help_text: str) -> Callable[[F], F]:
+    """``--precision``."""
+    return click.option(
+        "--precision",
+        type=click.Choice(defaults.PRECISIONS),
+        default=defaults.PRECISION,
+        show_default=True,
+        help=help_text,
+    )
+
+
 def device_options(func: F) -> F:
-    """``--batch-size``, ``--num-workers`` and ``--device``."""
+    """``--batch-size``, ``--num-workers`` and ``--device`` of ``generate``."""
     return apply_options(
         [
-            click.option("--batch-size", type=int, default=256, show_default=True),
-            click.option(
-                "--num-workers", type=int, default=0, show_default=True, help="DataLoader worker processes."
-            ),
-            click.option("--device", default="auto", show_default=True, help="auto | cpu | cuda | cuda:N"),
+            click.option("--batch-size", type=int, default=defaults.GENERATE_BATCH_SIZE, show_default=True),
+            num_workers_option(),
+            device_option(),
         ],
         func,
     )
@@ -91,3 +121,22 @@ def invocation() -> str:
     import sys
 
     return shlex.join(["softlabels", *sys.argv[1:]])
+
+
+_FORMAT_FLAGS = {"dtype": "--dtype", "k": "--k", "samples": "--samples", "seed": "--seed"}
+
+
+@contextlib.contextmanager
+def format_option_errors(switch: str) -> Iterator[None]:
+    """Name the option behind a refused format setting (``--k: k must be >= 1, got 0``).
+
+    ``switch`` is the option that picks the format (``--format`` or ``--to``). It covers building
+    the :class:`~softlabels.format.encoding_spec.EncodingSpec` and the run, which refuses ``k`` above
+    the number of classes once the data is known.
+    """
+    from softlabels.errors import InvalidArgumentError, InvalidSettingError
+
+    try:
+        yield
+    except InvalidSettingError as exc:
+        raise InvalidArgumentError(f"{_FORMAT_FLAGS.get(exc.setting, switch)}: {exc}") from exc

@@ -34,8 +34,23 @@ def run(pipeline: str | None, overrides: tuple[str, ...], out: str | None, overw
     Finished stages are reused when run again; the results table is printed and written to
     report.json and report.png in the output folder.
     """
-    from softlabels.pipelines import format_table, load_pipeline, run_pipeline
+    from softlabels.errors import PipelineError
+    from softlabels.pipelines.data import check_inputs
+    from softlabels.pipelines.spec import Override, load_pipeline, parse_override
 
-    spec = load_pipeline(pipeline, overrides=overrides, output=out)
+    # The file, the overrides and the inputs are checked before torch is imported.
+    try:
+        settings = [parse_override(item, origin="--set") for item in overrides]
+        if out is not None:
+            settings.append(Override("pipeline.output", out, origin="--out"))
+        spec = load_pipeline(pipeline, overrides=settings)
+        check_inputs(spec)
+    except PipelineError as exc:
+        if exc.suggestions:
+            exc.args = (f"{exc}; e.g. {' or '.join(f'--set {item}' for item in exc.suggestions)}",)
+        raise
+    from softlabels.pipelines.report import format_table
+    from softlabels.pipelines.runner import run_pipeline
+
     report = run_pipeline(spec, overwrite=overwrite, command=invocation())
     click.echo(format_table(report))

@@ -7,8 +7,16 @@ from typing import Any
 
 import click
 
+from softlabels import defaults
 from softlabels.cli.main import cli
-from softlabels.cli.options import LABEL_FORMATS, dataset_options, device_options, format_options, invocation
+from softlabels.cli.options import (
+    dataset_options,
+    device_options,
+    format_option_errors,
+    format_options,
+    invocation,
+    precision_option,
+)
 
 
 @cli.command()
@@ -19,18 +27,12 @@ from softlabels.cli.options import LABEL_FORMATS, dataset_options, device_option
 @click.option("--temperature", type=float, required=True, help="Stored rows are teacher logits / T.")
 @click.option("--out", required=True, help="Store location (a folder, conventionally NAME.zarr).")
 @device_options
-@click.option(
-    "--precision",
-    type=click.Choice(["fp32", "bf16", "fp16"]),
-    default="fp32",
-    show_default=True,
-    help="Teacher compute precision (mixed precision for bf16/fp16).",
-)
+@precision_option("Teacher compute precision (mixed precision for bf16/fp16).")
 @click.option(
     "--format",
     "label_format",
-    type=click.Choice(LABEL_FORMATS),
-    default="full",
+    type=click.Choice(defaults.LABEL_FORMATS),
+    default=defaults.LABEL_FORMAT,
     show_default=True,
     help="full logits, the top-k per row, or classes sampled from the teacher distribution.",
 )
@@ -38,15 +40,27 @@ from softlabels.cli.options import LABEL_FORMATS, dataset_options, device_option
 @click.option(
     "--chunk-rows", type=int, default=None, help="Rows per Zarr chunk (default: about 1 MiB per chunk)."
 )
-@click.option("--chunks-per-shard", type=int, default=1, show_default=True, help="Chunks per unit of work.")
+@click.option(
+    "--chunks-per-shard",
+    type=int,
+    default=defaults.CHUNKS_PER_SHARD,
+    show_default=True,
+    help="Chunks per unit of work.",
+)
 @click.option("--overwrite", is_flag=True, help="Replace a store made with other settings.")
-def generate(k: int | None, samples: int | None, seed: int, **options: Any) -> None:
+def generate(
+    label_format: str, dtype: str, k: int | None, samples: int | None, seed: int, **options: Any
+) -> None:
     """Run a teacher over a dataset once and store its temperature-scaled logits."""
-    from softlabels.processing.generation import GenerateConfig, format_options_for
-    from softlabels.processing.generation import generate as run
+    from softlabels.format.encoding_spec import EncodingSpec
+    from softlabels.processing.generation.config import GenerateConfig
 
-    format_options = format_options_for(options["label_format"], k=k, samples=samples, seed=seed)
-    summary = run(GenerateConfig(command=invocation(), format_options=format_options, **options))
+    with format_option_errors("--format"):
+        encoding = EncodingSpec.create(label_format, dtype=dtype, k=k, samples=samples, seed=seed)
+        config = GenerateConfig(command=invocation(), encoding=encoding, **options)
+        from softlabels.processing.generation import generate as run  # torch: once the options are valid
+
+        summary = run(config)
     click.echo(summary.describe())
 
 

@@ -7,10 +7,20 @@ from typing import Any, TypeVar
 
 import click
 
+from softlabels import defaults
 from softlabels.cli.main import cli
-from softlabels.cli.options import apply_options, dataset_options, invocation
+from softlabels.cli.options import (
+    apply_options,
+    dataset_options,
+    device_option,
+    invocation,
+    num_workers_option,
+    precision_option,
+)
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+_LEARNING_RATES = ", ".join(f"{rate:g} for {name}" for name, rate in defaults.LEARNING_RATES.items())
 
 
 def _training_options(func: F) -> F:
@@ -19,41 +29,33 @@ def _training_options(func: F) -> F:
         [
             click.option(
                 "--val-split",
-                default="test",
+                default=defaults.VAL_SPLIT,
                 show_default=True,
                 help="Held-out split evaluated after every epoch.",
             ),
             click.option("--epochs", type=int, required=True, help="Passes over the training split."),
-            click.option("--batch-size", type=int, default=128, show_default=True),
+            click.option("--batch-size", type=int, default=defaults.TRAIN_BATCH_SIZE, show_default=True),
             click.option(
                 "--optimizer",
-                type=click.Choice(["sgd", "adamw"]),
-                default="sgd",
+                type=click.Choice(defaults.OPTIMIZERS),
+                default=defaults.OPTIMIZER,
                 show_default=True,
-                help="SGD with Nesterov momentum 0.9, or AdamW; both with a cosine schedule.",
+                help=f"SGD with Nesterov momentum {defaults.SGD_MOMENTUM:g}, or AdamW; both with a cosine schedule.",
             ),
             click.option(
                 "--lr",
                 type=float,
                 default=None,
-                help="Learning rate [default: 0.05 for sgd, 1e-3 for adamw].",
+                help=f"Learning rate [default: {_LEARNING_RATES}].",
             ),
-            click.option("--weight-decay", type=float, default=5e-4, show_default=True),
-            click.option(
-                "--num-workers", type=int, default=0, show_default=True, help="DataLoader worker processes."
-            ),
-            click.option("--device", default="auto", show_default=True, help="auto | cpu | cuda | cuda:N"),
-            click.option(
-                "--precision",
-                type=click.Choice(["fp32", "bf16", "fp16"]),
-                default="fp32",
-                show_default=True,
-                help="Compute precision (mixed precision for bf16/fp16).",
-            ),
+            click.option("--weight-decay", type=float, default=defaults.WEIGHT_DECAY, show_default=True),
+            num_workers_option(),
+            device_option(),
+            precision_option("Compute precision (mixed precision for bf16/fp16)."),
             click.option(
                 "--seed",
                 type=int,
-                default=0,
+                default=defaults.SEED,
                 show_default=True,
                 help="Seeds the initial weights and the data order.",
             ),
@@ -82,7 +84,7 @@ def _training_options(func: F) -> F:
     "--alpha",
     type=float,
     default=None,
-    help="Weight of the distillation term; 1 - alpha weighs the hard-label loss [default: 0.9].",
+    help=f"Weight of the distillation term; 1 - alpha weighs the hard-label loss [default: {defaults.ALPHA:g}].",
 )
 @click.option(
     "--temperature",
@@ -94,24 +96,26 @@ def _training_options(func: F) -> F:
 @click.option(
     "--buffer-chunks",
     type=int,
-    default=4,
+    default=defaults.BUFFER_CHUNKS,
     show_default=True,
     help="Store chunks read and shuffled together when the labels are streamed.",
 )
 @click.option(
     "--memory-budget-mb",
     type=int,
-    default=256,
+    default=defaults.MEMORY_BUDGET_MB,
     show_default=True,
     help="Labels up to this size are read whole instead of streamed.",
 )
 @_training_options
 def train_student(**options: Any) -> None:
     """Train a student from stored soft labels and the raw data, never running the teacher."""
-    from softlabels.training.train import TrainConfig
-    from softlabels.training.train import train_student as run
+    from softlabels.training.config import TrainConfig
 
-    summary = run(TrainConfig(command=invocation(), **options))
+    config = TrainConfig(command=invocation(), **options)  # checks every setting before torch is imported
+    from softlabels.training.train import train_student as train
+
+    summary = train(config)
     click.echo(summary.describe())
 
 
@@ -122,8 +126,10 @@ def train_student(**options: Any) -> None:
 @_training_options
 def train_teacher(**options: Any) -> None:
     """Train a teacher with cross-entropy; its --out/final.pt feeds generate --teacher-weights."""
-    from softlabels.training.train import TeacherConfig
-    from softlabels.training.train import train_teacher as run
+    from softlabels.training.config import TeacherConfig
 
-    summary = run(TeacherConfig(command=invocation(), **options))
+    config = TeacherConfig(command=invocation(), **options)  # checks every setting before torch is imported
+    from softlabels.training.train import train_teacher as train
+
+    summary = train(config)
     click.echo(summary.describe())

@@ -12,12 +12,14 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from softlabels import defaults
-from softlabels.errors import InvalidArgumentError, UnknownNameError
+from softlabels.errors import InvalidArgumentError, InvalidSettingError, UnknownNameError
 
 if TYPE_CHECKING:
     from softlabels.format.encodings import Encoding
 
 SEED_LIMIT = 1 << 64
+TOPK_VALUES = "logprobs"
+"""What top-k ``values`` hold (``encoding_params["values"]``): the kept classes' log-probabilities."""
 
 
 @dataclass(frozen=True)
@@ -34,7 +36,8 @@ class EncodingSpec:
 
     Raises:
         UnknownNameError: an unknown format.
-        InvalidArgumentError: a parameter the format does not take, a missing one, or a bad value.
+        InvalidSettingError: a parameter the format does not take, a missing one, or a bad value
+            (its ``setting`` names which).
     """
 
     format: str = defaults.LABEL_FORMAT
@@ -53,21 +56,24 @@ class EncodingSpec:
         self._check_applies("seed", self.format == "sampled")
         if self.format == "sampled":
             if self.dtype is not None:
-                raise InvalidArgumentError(
+                raise InvalidSettingError(
+                    "dtype",
                     f"a value dtype ({self.dtype}) does not apply to format sampled, which stores class "
-                    "indices and counts only"
+                    "indices and counts only",
                 )
-            _check_int("samples", self.samples, minimum=1)
-            _check_int("seed", self.seed, minimum=0)
+            self._check_int("samples", minimum=1)
+            self._check_int("seed", minimum=0)
             if self.seed is not None and self.seed >= SEED_LIMIT:
-                raise InvalidArgumentError(f"seed must be in [0, 2**64), got {self.seed}")
+                raise InvalidSettingError("seed", f"seed must be in [0, 2**64), got {self.seed}")
             return
         if self.dtype not in defaults.VALUE_DTYPES:
-            raise InvalidArgumentError(
-                f"dtype '{self.dtype}' is not one of {', '.join(defaults.VALUE_DTYPES)} (format {self.format})"
+            raise InvalidSettingError(
+                "dtype",
+                f"value dtype '{self.dtype}' is not one of {', '.join(defaults.VALUE_DTYPES)} "
+                f"(format {self.format})",
             )
         if self.format == "topk":
-            _check_int("k", self.k, minimum=1)
+            self._check_int("k", minimum=1)
 
     @classmethod
     def create(
@@ -96,7 +102,9 @@ class EncodingSpec:
     @classmethod
     def from_layout(cls, encoding: str, params: dict[str, Any]) -> EncodingSpec:
         """The spec a store's layout records (``encoding`` and ``encoding_params``)."""
-        unknown = set(params) - {"dtype", "k", "samples", "seed"}
+        # "values" says what top-k values hold; a layout without it is an older top-k store, which
+        # readers decode through softlabels.format.encodings.stored_encoding.
+        unknown = set(params) - {"dtype", "k", "samples", "seed", "values"}
         if unknown:
             raise InvalidArgumentError(f"format '{encoding}' has unknown parameters {sorted(unknown)}")
         return cls(encoding, params.get("dtype"), params.get("k"), params.get("samples"), params.get("seed"))
@@ -104,7 +112,10 @@ class EncodingSpec:
     def params(self) -> dict[str, Any]:
         """The parameters a store's layout records (the format's own, without None values)."""
         values = {"dtype": self.dtype, "k": self.k, "samples": self.samples, "seed": self.seed}
-        return {name: value for name, value in values.items() if value is not None}
+        params = {name: value for name, value in values.items() if value is not None}
+        if self.format == "topk":
+            params["values"] = TOPK_VALUES
+        return params
 
     def build(self) -> Encoding:
         """The encoding that stores rows this way."""
@@ -122,13 +133,16 @@ class EncodingSpec:
 
     def _check_applies(self, name: str, applies: bool) -> None:
         if not applies and getattr(self, name) is not None:
-            raise InvalidArgumentError(f"{name} does not apply to format {self.format}")
+            raise InvalidSettingError(name, f"{name} does not apply to format {self.format}")
+
+    def _check_int(self, name: str, *, minimum: int) -> None:
+        value = getattr(self, name)
+        if value is None:
+            raise InvalidSettingError(name, f"format {self.format} needs {name} ({_MEANING[name]})")
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise InvalidSettingError(name, f"{name} must be an integer, got {value!r}")
+        if value < minimum:
+            raise InvalidSettingError(name, f"{name} must be >= {minimum}, got {value}")
 
 
-def _check_int(name: str, value: Any, *, minimum: int) -> None:
-    if value is None:
-        raise InvalidArgumentError(f"this format needs {name}")
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise InvalidArgumentError(f"{name} must be an integer, got {value!r}")
-    if value < minimum:
-        raise InvalidArgumentError(f"{name} must be >= {minimum}, got {value}")
+_MEANING = {"k": "classes kept per row", "samples": "draws per row", "seed": "seed of the draws"}

@@ -11,7 +11,12 @@ before:
     The same data labelled by the same teacher at the same temperature: what a fidelity
     reference (``inspect --reference``) or a conversion source must share with a store.
 ``RESUME``
-    Everything that decides the stored bytes: a resumed writer must match all of it.
+    Everything that decides the stored bytes: a resumed writer must match all of it. Besides the
+    teacher's precision, the format and the chunking, that is how the values were computed
+    (``Provenance.compute``: the device type, since TF32 and cuDNN change the values on CUDA, and
+    the batch size, since batched kernels may round differently), the origin (a teacher's run or a
+    conversion) and, for a derived store, which exact source run it was derived from. DataLoader
+    workers are not part of it: they only load the data, and a test proves the stored bytes equal.
 
 Identities are plain ordered dicts keyed by readable names, so a refusal lists every difference
 (:func:`mismatches`). The dataset spec (``digits``, a path) is deliberately absent: the same data
@@ -21,8 +26,8 @@ unpacked elsewhere is the same data, and the fingerprint proves it.
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Mapping, Sequence
+from typing import Any, Protocol
 
 from softlabels.files import differences
 from softlabels.format.schema import DatasetInfo, StoreHeader
@@ -34,6 +39,37 @@ class Scope(enum.IntEnum):
     DATA = 1
     LABELS = 2
     RESUME = 3
+
+
+class DescribedData(Protocol):
+    """What a dataset source tells about itself (``softlabels.sources.DatasetSource`` has all of it)."""
+
+    @property
+    def spec(self) -> str: ...
+    @property
+    def split(self) -> str: ...
+    @property
+    def num_classes(self) -> int: ...
+    @property
+    def class_names(self) -> Sequence[str]: ...
+    @property
+    def fingerprint(self) -> str: ...
+    @property
+    def preprocessing(self) -> str | None: ...
+    def __len__(self) -> int: ...
+
+
+def dataset_info(source: DescribedData) -> DatasetInfo:
+    """What a store made from ``source`` records about its data, and what a reader compares it with."""
+    return DatasetInfo(
+        source.spec,
+        source.split,
+        len(source),
+        source.num_classes,
+        tuple(source.class_names),
+        source.fingerprint,
+        source.preprocessing,
+    )
 
 
 def data_identity(dataset: DatasetInfo) -> dict[str, Any]:
@@ -71,10 +107,23 @@ def store_identity(header: StoreHeader, scope: Scope) -> dict[str, Any]:
                 "chunk rows": layout.chunk_rows,
                 "shard rows": layout.shard_rows,
                 "origin": header.provenance.origin(),
-                **{f"computed with {name}": value for name, value in header.provenance.compute.items()},
+                "derived from": [_derivation_identity(step) for step in header.provenance.derived_from],
+                **{
+                    f"computed with {name.replace('_', ' ')}": value
+                    for name, value in header.provenance.compute.items()
+                },
             }
         )
     return identity
+
+
+# What a derivation record must repeat for a resumed derivation: the same operation, from the same
+# source run (regenerating the source in between makes a new run id), into the same encoding.
+DERIVATION_KEYS = ("operation", "source_run_id", "source_created", "source_encoding", "encoding")
+
+
+def _derivation_identity(step: Mapping[str, Any]) -> dict[str, Any]:
+    return {key: step.get(key) for key in DERIVATION_KEYS}
 
 
 def mismatches(

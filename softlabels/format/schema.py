@@ -2,21 +2,35 @@
 
 Everything here is stored as JSON in the Zarr group's attributes under the key
 :data:`ATTRIBUTE_KEY`, so any Zarr v3 reader can read it without this package.
+
+As zarr-python does with its own metadata, every field of every class goes through a ``parse_*``
+function on construction (each class lists them in ``_PARSERS``), so a damaged or hand-edited
+header is refused with a :class:`~softlabels.errors.StoreFormatError` that names the field
+(``layout.shard_rows must be a positive integer, got 0``) instead of failing later with a
+``ZeroDivisionError``. Fields added after the first stores were written have defaults, so those
+stores still open.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
+import re
+import secrets
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar, TypeVar
 
 from softlabels.errors import StoreFormatError
+from softlabels.format.encoding_spec import EncodingSpec
 
 FORMAT_NAME = "softlabels.labels"
 FORMAT_VERSION = 1
 ATTRIBUTE_KEY = "softlabels"
 TARGETS_ARRAY = "targets"
 SHARDS_DONE_ARRAY = "shards_done"
+SHARD_RUNS_ARRAY = "shard_runs"  # per shard, the run id (as an unsigned integer) of the run that wrote it
+_RUN_ID = re.compile(r"[0-9a-f]{16}")
 TARGET_CHUNK_BYTES = 1 << 20
 MIN_CHUNK_ROWS = 64
 MAX_CHUNK_ROWS = 16384
@@ -28,6 +42,141 @@ def default_chunk_rows(bytes_per_row: int) -> int:
     return max(MIN_CHUNK_ROWS, min(MAX_CHUNK_ROWS, 1 << (rows.bit_length() - 1)))
 
 
+def new_run_id() -> str:
+    """A fresh run id: 16 hex digits of a random, nonzero 64-bit number (zero marks an unwritten shard)."""
+    return f"{secrets.randbits(64) | 1:016x}"
+
+
+def run_token(run_id: str) -> int:
+    """The number a shard's entry in :data:`SHARD_RUNS_ARRAY` holds once run ``run_id`` wrote it."""
+    return int(run_id, 16)
+
+
+Parser = Callable[[Any, str], Any]
+_Header = TypeVar("_Header")
+
+
+def parse_str(value: Any, name: str) -> str:
+    """``value`` if it is a string."""
+    if not isinstance(value, str):
+        raise StoreFormatError(f"{name} must be a string, got {_shown(value)}")
+    return value
+
+
+def parse_optional_str(value: Any, name: str) -> str | None:
+    """``value`` if it is a string or None (JSON null)."""
+    return None if value is None else parse_str(value, name)
+
+
+def parse_positive_int(value: Any, name: str) -> int:
+    """``value`` if it is an integer >= 1 (booleans are not integers here)."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise StoreFormatError(f"{name} must be a positive integer, got {_shown(value)}")
+    return value
+
+
+def parse_nonnegative_int(value: Any, name: str) -> int:
+    """``value`` if it is an integer >= 0."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise StoreFormatError(f"{name} must be a non-negative integer, got {_shown(value)}")
+    return value
+
+
+def parse_positive_float(value: Any, name: str) -> float:
+    """``value`` as a float if it is a finite number > 0."""
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or not math.isfinite(value)
+        or value <= 0
+    ):
+        raise StoreFormatError(f"{name} must be a finite number > 0, got {_shown(value)}")
+    return float(value)
+
+
+def parse_bool(value: Any, name: str) -> bool:
+    """``value`` if it is true or false (not a truthy string or number)."""
+    if not isinstance(value, bool):
+        raise StoreFormatError(f"{name} must be true or false, got {_shown(value)}")
+    return value
+
+
+def parse_run_id(value: Any, name: str) -> str | None:
+    """``value`` if it is 16 lowercase hex digits (not all zero), or None in stores made before run ids."""
+    if value is None:
+        return None
+    if not isinstance(value, str) or _RUN_ID.fullmatch(value) is None or run_token(value) == 0:
+        raise StoreFormatError(f"{name} must be 16 hex digits, got {_shown(value)}")
+    return value
+
+
+def parse_mapping(value: Any, name: str) -> dict[str, Any]:
+    """A copy of ``value`` if it is a JSON object (a mapping with string keys)."""
+    if not isinstance(value, Mapping) or not all(isinstance(key, str) for key in value):
+        raise StoreFormatError(f"{name} must be a JSON object, got {_shown(value)}")
+    return dict(value)
+
+
+def parse_str_mapping(value: Any, name: str) -> dict[str, str]:
+    """A copy of ``value`` if it is a JSON object whose values are strings."""
+    mapping = parse_mapping(value, name)
+    for key, item in mapping.items():
+        parse_str(item, f"{name}.{key}")
+    return mapping
+
+
+def parse_str_tuple(value: Any, name: str) -> tuple[str, ...]:
+    """``value`` as a tuple if it is a list of strings."""
+    if isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple)):
+        raise StoreFormatError(f"{name} must be a list of strings, got {_shown(value)}")
+    return tuple(parse_str(item, f"{name}[{index}]") for index, item in enumerate(value))
+
+
+def parse_mapping_tuple(value: Any, name: str) -> tuple[dict[str, Any], ...]:
+    """``value`` as a tuple if it is a list of JSON objects."""
+    if isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple)):
+        raise StoreFormatError(f"{name} must be a list of JSON objects, got {_shown(value)}")
+    return tuple(parse_mapping(item, f"{name}[{index}]") for index, item in enumerate(value))
+
+
+def _shown(value: Any) -> str:
+    """A short rendering of a bad value for messages (a damaged header may hold anything)."""
+    text = repr(value)
+    return text if len(text) <= 60 else f"{text[:57]}..."
+
+
+def _parse_fields(instance: Any) -> None:
+    """Replace every field of a frozen dataclass by its parsed value (each class's ``_PARSERS``)."""
+    for name, parser in instance._PARSERS.items():
+        object.__setattr__(instance, name, parser(getattr(instance, name), _join(instance._PATH, name)))
+
+
+def _join(path: str, name: str) -> str:
+    return f"{path}.{name}" if path else name
+
+
+def _build(
+    cls: type[_Header], document: Any, path: str, nested: Mapping[str, Parser] | None = None
+) -> _Header:
+    """An instance of the dataclass ``cls`` from its JSON object at ``path`` (``nested`` builds sub-objects)."""
+    data = parse_mapping(document, path or "the header")
+    known = {item.name: item for item in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    unknown = sorted(set(data) - set(known))
+    if unknown:
+        where = path or "the header"
+        raise StoreFormatError(f"{where} has unknown fields {unknown} (written by a newer softlabels?)")
+    for name, item in known.items():
+        no_default = item.default is dataclasses.MISSING and item.default_factory is dataclasses.MISSING
+        if no_default and name not in data:
+            raise StoreFormatError(f"{_join(path, name)} is missing")
+    builders = nested or {}
+    values = {
+        name: builders[name](value, _join(path, name)) if name in builders else value
+        for name, value in data.items()
+    }
+    return cls(**values)
+
+
 @dataclass(frozen=True)
 class TeacherInfo:
     """The model whose outputs the store holds."""
@@ -37,6 +186,22 @@ class TeacherInfo:
     weights_sha256: str | None
     weights_path: str | None
     parameters_sha256: str | None = None  # of the weights in memory: also covers random and plug-in teachers
+
+    _PATH: ClassVar[str] = "provenance.teacher"
+    _PARSERS: ClassVar[dict[str, Parser]] = {
+        "spec": parse_str,
+        "num_parameters": parse_nonnegative_int,
+        "weights_sha256": parse_optional_str,
+        "weights_path": parse_optional_str,
+        "parameters_sha256": parse_optional_str,
+    }
+
+    def __post_init__(self) -> None:
+        _parse_fields(self)
+
+    @classmethod
+    def from_json(cls, document: Any, path: str = _PATH) -> TeacherInfo:
+        return _build(cls, document, path)
 
 
 @dataclass(frozen=True)
@@ -53,6 +218,29 @@ class DatasetInfo:
         None  # version of the input transform; None in stores made before it was recorded
     )
 
+    _PATH: ClassVar[str] = "provenance.dataset"
+    _PARSERS: ClassVar[dict[str, Parser]] = {
+        "spec": parse_str,
+        "split": parse_str,
+        "num_rows": parse_positive_int,
+        "num_classes": parse_positive_int,
+        "class_names": parse_str_tuple,
+        "fingerprint": parse_str,
+        "preprocessing": parse_optional_str,
+    }
+
+    def __post_init__(self) -> None:
+        _parse_fields(self)
+        if len(self.class_names) != self.num_classes:
+            raise StoreFormatError(
+                f"{self._PATH}.class_names holds {len(self.class_names)} names for "
+                f"{self._PATH}.num_classes = {self.num_classes}"
+            )
+
+    @classmethod
+    def from_json(cls, document: Any, path: str = _PATH) -> DatasetInfo:
+        return _build(cls, document, path)
+
 
 @dataclass(frozen=True)
 class Layout:
@@ -64,6 +252,33 @@ class Layout:
     num_classes: int
     chunk_rows: int
     shard_rows: int
+
+    _PATH: ClassVar[str] = "layout"
+    _PARSERS: ClassVar[dict[str, Parser]] = {
+        "encoding": parse_str,
+        "encoding_params": parse_mapping,
+        "num_rows": parse_positive_int,
+        "num_classes": parse_positive_int,
+        "chunk_rows": parse_positive_int,
+        "shard_rows": parse_positive_int,
+    }
+
+    def __post_init__(self) -> None:
+        _parse_fields(self)
+        # Shards are whole chunks, so that concurrent shard writers never share a chunk.
+        if self.shard_rows % self.chunk_rows:
+            raise StoreFormatError(
+                f"layout.shard_rows ({self.shard_rows}) must be a multiple of layout.chunk_rows ({self.chunk_rows})"
+            )
+
+    @classmethod
+    def from_json(cls, document: Any, path: str = _PATH) -> Layout:
+        return _build(cls, document, path)
+
+    @property
+    def encoding_spec(self) -> EncodingSpec:
+        """The recorded format as one value (``encoding`` and ``encoding_params`` together)."""
+        return EncodingSpec.from_layout(self.encoding, self.encoding_params)
 
     @property
     def num_shards(self) -> int:
@@ -99,7 +314,30 @@ class Provenance:
     derived_from: tuple[dict[str, Any], ...] = field(default=())
     compute: dict[str, Any] = field(
         default_factory=dict
-    )  # settings besides the teacher that decide the values
+    )  # settings besides the teacher that decide the values; empty in stores made before it was recorded
+
+    _PATH: ClassVar[str] = "provenance"
+    _PARSERS: ClassVar[dict[str, Parser]] = {
+        "teacher": lambda value, name: _instance_of(TeacherInfo, value, name),
+        "dataset": lambda value, name: _instance_of(DatasetInfo, value, name),
+        "temperature": parse_positive_float,
+        "precision": parse_str,
+        "command": parse_str,
+        "config": parse_mapping,
+        "created": parse_str,
+        "versions": parse_str_mapping,
+        "derived_from": parse_mapping_tuple,
+        "compute": parse_mapping,
+    }
+
+    def __post_init__(self) -> None:
+        _parse_fields(self)
+
+    @classmethod
+    def from_json(cls, document: Any, path: str = _PATH) -> Provenance:
+        return _build(
+            cls, document, path, {"teacher": TeacherInfo.from_json, "dataset": DatasetInfo.from_json}
+        )
 
     def origin(self) -> str:
         """``generate`` for stores a teacher wrote, else the operation of the last derivation (``convert``)."""
@@ -108,21 +346,55 @@ class Provenance:
 
 @dataclass(frozen=True)
 class StoreHeader:
-    """The whole attribute document of a store."""
+    """The whole attribute document of a store.
+
+    ``run_id`` is made when the store is created (again when it is overwritten). Every shard records
+    the run id of the run that wrote it (:data:`SHARD_RUNS_ARRAY`), and a store is complete only
+    when all of them equal the header's, so a run that was overwritten, or lost a race, can never
+    pass its rows off as its successor's. Stores made before run ids existed have None here and no
+    per-shard record; they still open for reading.
+    """
 
     layout: Layout
     provenance: Provenance
     complete: bool = False
     format: str = FORMAT_NAME
     version: int = FORMAT_VERSION
+    run_id: str | None = None
+
+    _PATH: ClassVar[str] = ""
+    _PARSERS: ClassVar[dict[str, Parser]] = {
+        "layout": lambda value, name: _instance_of(Layout, value, name),
+        "provenance": lambda value, name: _instance_of(Provenance, value, name),
+        "complete": parse_bool,
+        "format": parse_str,
+        "version": parse_positive_int,
+        "run_id": parse_run_id,
+    }
+
+    def __post_init__(self) -> None:
+        _parse_fields(self)
+        dataset = self.provenance.dataset
+        for what, stored, labelled in (
+            ("num_rows", self.layout.num_rows, dataset.num_rows),
+            ("num_classes", self.layout.num_classes, dataset.num_classes),
+        ):
+            if stored != labelled:
+                raise StoreFormatError(
+                    f"layout.{what} ({stored}) differs from provenance.dataset.{what} ({labelled})"
+                )
 
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
     @classmethod
     def from_json(cls, document: Any, *, where: str) -> StoreHeader:
-        """Parse the attribute document, refusing other formats and newer versions."""
-        if not isinstance(document, dict) or document.get("format") != FORMAT_NAME:
+        """Parse the attribute document, refusing other formats, newer versions and damaged fields.
+
+        Raises:
+            StoreFormatError: naming ``where`` and, for a damaged header, the field at fault.
+        """
+        if not isinstance(document, Mapping) or document.get("format") != FORMAT_NAME:
             raise StoreFormatError(
                 f"{where} is a Zarr group but not a softlabels store (no '{ATTRIBUTE_KEY}' "
                 f"attribute with format '{FORMAT_NAME}')"
@@ -134,18 +406,17 @@ class StoreHeader:
                 f"{FORMAT_VERSION} (upgrade softlabels to read newer stores)"
             )
         try:
-            provenance = dict(document["provenance"])
-            provenance["teacher"] = TeacherInfo(**provenance["teacher"])
-            dataset = dict(provenance["dataset"])
-            dataset["class_names"] = tuple(dataset["class_names"])
-            provenance["dataset"] = DatasetInfo(**dataset)
-            provenance["derived_from"] = tuple(provenance.get("derived_from", ()))
-            return cls(
-                layout=Layout(**document["layout"]),
-                provenance=Provenance(**provenance),
-                complete=bool(document["complete"]),
-                format=document["format"],
-                version=version,
+            return _build(
+                cls,
+                document,
+                cls._PATH,
+                {"layout": Layout.from_json, "provenance": Provenance.from_json},
             )
-        except (KeyError, TypeError) as exc:
-            raise StoreFormatError(f"{where} has a damaged softlabels header ({exc})") from exc
+        except StoreFormatError as exc:
+            raise StoreFormatError(f"{where} has a damaged softlabels header: {exc}") from exc
+
+
+def _instance_of(cls: type[_Header], value: Any, name: str) -> _Header:
+    if not isinstance(value, cls):
+        raise StoreFormatError(f"{name} must be a {cls.__name__}, got {_shown(value)}")
+    return value

@@ -3,17 +3,30 @@
 :func:`load_pipeline` reads and validates a file (or the embedded default, ``digits.toml``);
 :func:`run_pipeline` runs the stages that are not finished yet and writes ``report.json`` and
 ``report.png``; :func:`format_table` renders the results table.
+
+Names are imported lazily, so that reading and checking a pipeline (:mod:`softlabels.pipelines.spec`,
+:mod:`softlabels.pipelines.data`) does not import torch.
 """
 
-from softlabels.pipelines.report import PipelineReport, format_table
-from softlabels.pipelines.runner import run_pipeline
-from softlabels.pipelines.spec import PipelineSpec, load_pipeline, parse_override
+from __future__ import annotations
 
-__all__ = [
-    "PipelineReport",
-    "PipelineSpec",
-    "format_table",
-    "load_pipeline",
-    "parse_override",
-    "run_pipeline",
-]
+import importlib
+from typing import Any
+
+_LAZY = {
+    "PipelineReport": "softlabels.pipelines.report",
+    "format_table": "softlabels.pipelines.report",
+    "run_pipeline": "softlabels.pipelines.runner",
+    "PipelineSpec": "softlabels.pipelines.spec",
+    "load_pipeline": "softlabels.pipelines.spec",
+    "parse_override": "softlabels.pipelines.spec",
+}
+
+__all__ = list(_LAZY)
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'softlabels.pipelines' has no attribute '{name}'")
+    return getattr(importlib.import_module(module), name)

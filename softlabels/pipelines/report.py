@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -155,16 +156,21 @@ class PipelineReport:
 
 
 def format_table(report: PipelineReport) -> str:
-    """The results table that ``softlabels run`` prints, with a closing line on what KD gained."""
-    rows = [("stage", "model", "val accuracy", "size", "time", "status")]
+    """The results table that ``softlabels run`` prints, with a closing line on what KD gained.
+
+    Accuracy is shown after the final epoch (the weights a run leaves in ``final.pt``) and at its
+    best epoch (``best.pt``).
+    """
+    rows = [("stage", "model", "final acc.", "best acc.", "size", "time", "status")]
     if report.data is not None:
-        rows.append(("data", "", "", "", _seconds(report.data.seconds), report.data.status))
+        rows.append(("data", "", "", "", "", _seconds(report.data.seconds), report.data.status))
     teacher = report.teacher
     rows.append(
         (
             "teacher",
             teacher.model,
             _percent(teacher.accuracy),
+            _percent(max(teacher.curve, default=teacher.accuracy)),
             "",
             _seconds(teacher.stage.seconds),
             _with_epochs(teacher.stage.status, len(teacher.curve)),
@@ -176,6 +182,7 @@ def format_table(report: PipelineReport) -> str:
         (
             "store",
             f"T={store.temperature:g}",
+            "",
             "",
             _bytes(store.bytes_on_disk),
             _seconds(store.stage.seconds),
@@ -189,14 +196,15 @@ def format_table(report: PipelineReport) -> str:
                 f"student {student.name}",
                 student.model,
                 _percent(student.accuracy),
+                _percent(student.best_accuracy),
                 "",
                 _seconds(student.stage.seconds),
                 f"{_with_epochs(student.stage.status, student.epochs)}, {method}",
             )
         )
-    rows.append(("total", "", "", "", _seconds(report.seconds), ""))
+    rows.append(("total", "", "", "", "", _seconds(report.seconds), ""))
     widths = [max(len(row[column]) for row in rows) for column in range(len(rows[0]))]
-    right_aligned = {2, 3, 4}
+    right_aligned = {2, 3, 4, 5}
     lines = [
         "  ".join(
             cell.rjust(width) if column in right_aligned else cell.ljust(width)
@@ -207,12 +215,13 @@ def format_table(report: PipelineReport) -> str:
     lines.insert(1, "  ".join("-" * width for width in widths))
     header = (
         f"Pipeline {report.name} ({report.source}): {report.dataset}, accuracy on split "
-        f"{report.val_split!r}, device {report.device}"
+        f"{report.val_split!r} after the final and the best epoch, device {report.device}"
     )
     by_name = {student.name: student for student in report.students}
     verdicts = [
         f"Distillation: {name} {_percent(by_name[name].accuracy)} vs {gain['baseline']} "
-        f"{_percent(by_name[gain['baseline']].accuracy)} on hard labels: {gain['points']:+.2f} points"
+        f"{_percent(by_name[gain['baseline']].accuracy)} on hard labels: {gain['points']:+.2f} points "
+        "(final epoch)"
         for name, gain in report.gains().items()
     ]
     files = f"Report: {Path(report.output) / REPORT_JSON}, plot: {Path(report.output) / REPORT_PNG}"
@@ -233,41 +242,112 @@ def write_report(report: PipelineReport) -> tuple[Path, Path]:
 
 
 def plot_report(report: PipelineReport, path: Path) -> None:
-    """Validation accuracy per epoch of every student, with the teacher's accuracy as a horizontal line."""
+    """Two panels: accuracy per epoch of every student, and final/best accuracy per student as bars.
+
+    Both show the teacher's accuracy as a line. Epoch ticks are whole numbers and the legends sit
+    outside the data, so a 1-epoch run (one point per student) reads as well as a 100-epoch one.
+    """
     import matplotlib
 
     matplotlib.use("Agg")  # no display needed; the file is all we want
     from matplotlib import pyplot
+    from matplotlib.ticker import PercentFormatter
 
-    figure, axes = pyplot.subplots(figsize=(7, 4.5), layout="constrained")
+    rows = max(1, math.ceil(len(report.students) / 3))  # legend rows below the panels
+    figure, (curves, bars) = pyplot.subplots(
+        1, 2, figsize=(11, 4.6 + 0.25 * rows), width_ratios=(3, 2), layout="constrained"
+    )
     try:
-        for student in report.students:
-            epochs = range(1, len(student.curve) + 1)
-            method = "KD" if student.kd else "hard labels"
-            axes.plot(
-                epochs,
-                student.curve,
-                marker="o",
-                markersize=3,
-                linestyle="-" if student.kd else "--",
-                label=f"{student.name} ({student.model}, {method}): {_percent(student.accuracy)}",
-            )
-        teacher = report.teacher
-        axes.axhline(
-            teacher.accuracy,
-            color="black",
-            linestyle=":",
-            label=f"teacher ({teacher.model}): {_percent(teacher.accuracy)}",
+        _plot_curves(curves, report)
+        _plot_bars(bars, report)
+        low = _lower_limit(report)
+        for axes in (curves, bars):
+            axes.set_ylim(low, 1.0)
+            axes.yaxis.set_major_formatter(PercentFormatter(1.0, decimals=0))
+            axes.grid(alpha=0.3, axis="y")
+        figure.suptitle(f"pipeline {report.name}: {report.dataset}, accuracy on [{report.val_split}]")
+        figure.legend(
+            handles=curves.get_legend_handles_labels()[0],
+            loc="outside lower center",
+            ncols=min(3, len(report.students) + 1),
+            fontsize="small",
+            frameon=False,
         )
-        axes.set_xlabel("epoch")
-        axes.set_ylabel("validation accuracy")
-        axes.set_title(f"pipeline {report.name}: {report.dataset} [{report.val_split}]")
-        axes.grid(alpha=0.3)
-        axes.legend(loc="lower right", fontsize="small")
         buffer = _png_bytes(figure)
     finally:
         pyplot.close(figure)
     write_atomically(path, buffer)
+
+
+def _plot_curves(axes: Any, report: PipelineReport) -> None:
+    from matplotlib.ticker import MaxNLocator
+
+    longest = max((len(student.curve) for student in report.students), default=1)
+    for student in report.students:
+        method = "KD" if student.kd else "hard labels"
+        axes.plot(
+            range(1, len(student.curve) + 1),
+            student.curve,
+            marker="o" if len(student.curve) <= 30 else None,
+            markersize=5 if len(student.curve) <= 3 else 3,
+            linestyle="-" if student.kd else "--",
+            color=_colour(report, student),
+            label=f"{student.name} ({student.model}, {method})",
+        )
+    teacher = report.teacher
+    axes.axhline(
+        teacher.accuracy,
+        color="black",
+        linestyle=":",
+        label=f"teacher ({teacher.model}): {_percent(teacher.accuracy)}",
+    )
+    axes.set_xlim(0.5, longest + 0.5)
+    axes.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
+    axes.set_xlabel("epoch")
+    axes.set_ylabel("validation accuracy")
+    axes.set_title("per epoch", fontsize="medium")
+
+
+def _plot_bars(axes: Any, report: PipelineReport) -> None:
+    """Final (solid) and best (hatched) accuracy per student, value on top of each bar."""
+    width = 0.38
+    positions = range(len(report.students))
+    rotation = 90 if len(report.students) > 3 else 0  # side by side, wide labels would overlap
+    for position, student in zip(positions, report.students, strict=True):
+        colour = _colour(report, student)
+        for offset, value, hatch in (
+            (-width / 2, student.accuracy, None),
+            (width / 2, student.best_accuracy, "//"),
+        ):
+            bar = axes.bar(
+                position + offset, value, width, color=colour, alpha=0.85, hatch=hatch, edgecolor="white"
+            )
+            axes.bar_label(bar, labels=[f"{value:.1%}"], fontsize="x-small", padding=2, rotation=rotation)
+    axes.axhline(report.teacher.accuracy, color="black", linestyle=":")
+    axes.set_xticks(
+        list(positions),
+        [f"{s.name}\n{'KD' if s.kd else 'hard labels'}" for s in report.students],
+        fontsize="small",
+    )
+    axes.set_title("final (solid) and best (hatched) epoch", fontsize="medium")
+
+
+def _colour(report: PipelineReport, student: StudentResult) -> str:
+    """Distilled students in blues, baselines in oranges, in table order."""
+    same_kind = [other for other in report.students if other.kd == student.kd]
+    shades = (
+        ("#1f77b4", "#4c9ed9", "#08519c", "#6baed6")
+        if student.kd
+        else ("#ff7f0e", "#fdae6b", "#d94801", "#fd8d3c")
+    )
+    return shades[same_kind.index(student) % len(shades)]
+
+
+def _lower_limit(report: PipelineReport) -> float:
+    """The bottom of the accuracy axis: below every value shown, with a margin, on a 5-point grid."""
+    values = [report.teacher.accuracy, *(v for s in report.students for v in (*s.curve, s.best_accuracy))]
+    low = min(values) - 0.05 * max(0.05, 1.0 - min(values))
+    return max(0.0, math.floor(low * 20) / 20)
 
 
 def _png_bytes(figure: Any) -> bytes:

@@ -29,7 +29,15 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader
 
-from softlabels.errors import InvalidArgumentError, PipelineError, SoftLabelsError, StoreMismatchError
+from softlabels.errors import (
+    Interrupted,
+    InvalidArgumentError,
+    PipelineError,
+    SoftLabelsError,
+    StoreMismatchError,
+)
+from softlabels.format.encoding_spec import EncodingSpec
+from softlabels.pipelines.data import check_inputs
 from softlabels.pipelines.report import (
     PipelineReport,
     StageResult,
@@ -39,22 +47,15 @@ from softlabels.pipelines.report import (
     epochs,
     write_report,
 )
-from softlabels.pipelines.spec import DEFAULT_DTYPE, TRAINING_OPTIONS, PipelineSpec, StudentSpec, TeacherSpec
-from softlabels.processing.generation import GenerateConfig, format_options_for, generate
+from softlabels.pipelines.spec import TRAINING_OPTIONS, PipelineSpec, StudentSpec, TeacherSpec
+from softlabels.processing.generation import GenerateConfig, generate
 from softlabels.runtime import resolve_device
 from softlabels.sources import BUILTIN_MODELS, DatasetSource, ensure_cifar10, load_dataset
 from softlabels.sources.models import is_model_name
 from softlabels.sources.plugins import is_plugin_ref
+from softlabels.training.config import TeacherConfig, TrainConfig, TrainSummary
 from softlabels.training.run_dir import RUN_FILES, write_json
-from softlabels.training.train import (
-    TeacherConfig,
-    TrainConfig,
-    TrainSummary,
-    evaluate,
-    load_job_model,
-    train_student,
-    train_teacher,
-)
+from softlabels.training.train import evaluate, load_job_model, train_student, train_teacher
 
 __all__ = ["TEACHER_EVALUATION", "run_pipeline"]
 
@@ -132,14 +133,34 @@ def run_pipeline(
 
 
 class _Speaker:
-    """Stage lines on stderr, or nothing."""
+    """Stage lines on stderr (or nothing), and which stages finished, for the message of a Ctrl-C."""
 
     def __init__(self, enabled: bool) -> None:
         self.enabled = enabled
+        self.finished: list[str] = []
 
     def __call__(self, line: str) -> None:
         if self.enabled:
             print(line, file=sys.stderr, flush=True)
+
+    @contextlib.contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        """Run stage ``name``: its errors start with its name; Ctrl-C says what the run kept."""
+        try:
+            yield
+        except KeyboardInterrupt as exc:
+            kept = f" (kept {exc.kept})" if isinstance(exc, Interrupted) and exc.kept else ""
+            finished = ", ".join(self.finished) or "none"
+            raise Interrupted(
+                f"interrupted in stage {name}{kept}; finished stages: {finished}; "
+                "re-run the same command to continue",
+                kept=f"stages {finished}",
+            ) from None
+        except SoftLabelsError as exc:
+            # The same error, its type and attributes kept (and so the CLI's one-line handling).
+            exc.args = (f"stage {name}: {exc}",)
+            raise
+        self.finished.append(name)
 
 
 def _plan(spec: PipelineSpec, *, progress: bool, overwrite: bool, command: str | None) -> _Plan:
@@ -147,7 +168,7 @@ def _plan(spec: PipelineSpec, *, progress: bool, overwrite: bool, command: str |
     _check_model(spec, "teacher.model", spec.teacher.model)
     for student in spec.students:
         _check_model(spec, f"students.{student.name}.model", student.model)
-    _check_paths(spec)
+    check_inputs(spec)
     data, run = spec.dataset, spec.run
     common: dict[str, Any] = {
         "dataset": data.source_spec,
@@ -185,8 +206,14 @@ def _teacher_config(spec: PipelineSpec, common: dict[str, Any]) -> TeacherConfig
 
 def _generate_config(spec: PipelineSpec, weights: str, common: dict[str, Any]) -> GenerateConfig:
     gen = spec.generate
-    # A sampled store has no value dtype (None); GenerateConfig takes its float16 default for "none".
     with _section(spec, "generate"):
+        encoding = EncodingSpec.create(
+            gen.label_format,
+            dtype=gen.dtype,
+            k=gen.k,
+            samples=gen.samples,
+            seed=spec.run.seed if gen.label_format == "sampled" else None,  # run.seed seeds the draws
+        )
         return GenerateConfig(
             dataset=common["dataset"],
             split=common["split"],
@@ -199,11 +226,7 @@ def _generate_config(spec: PipelineSpec, weights: str, common: dict[str, Any]) -
             num_workers=common["num_workers"],
             device=common["device"],
             precision=common["precision"],
-            dtype=gen.dtype or DEFAULT_DTYPE,
-            label_format=gen.label_format,
-            format_options=format_options_for(
-                gen.label_format, k=gen.k, samples=gen.samples, seed=spec.run.seed
-            ),
+            encoding=encoding,
             overwrite=common["overwrite"],
             progress=common["progress"],
             command=common["command"] or f"softlabels.run_pipeline({shlex.quote(spec.source)})",
@@ -232,7 +255,7 @@ def _training_options(section: TeacherSpec | StudentSpec) -> dict[str, Any]:
 
 @contextlib.contextmanager
 def _section(spec: PipelineSpec, key: str) -> Iterator[None]:
-    """Name the file and the section in errors of the configs (which speak in CLI options)."""
+    """Name the file and the section in errors of the configs (which name settings as the file does)."""
     try:
         yield
     except SoftLabelsError as exc:
@@ -248,34 +271,6 @@ def _check_model(spec: PipelineSpec, key: str, model: str) -> None:
     )
 
 
-def _check_paths(spec: PipelineSpec) -> None:
-    """Refuse missing inputs now rather than after an hour of teacher training."""
-    data = spec.dataset
-    if data.archive is not None:
-        root = Path(data.root or "")
-        if not (root / "train").is_dir() and not Path(data.archive).is_file():
-            raise PipelineError(
-                f"{spec.source}: dataset.archive: no such file {data.archive} (and {root} "
-                "holds no unpacked copy)"
-            )
-    elif data.root is not None and not Path(data.root).is_dir():
-        raise PipelineError(f"{spec.source}: dataset.root: no such folder {data.root}")
-    if spec.teacher.weights is not None and not Path(spec.teacher.weights).is_file():
-        raise PipelineError(
-            f"{spec.source}: teacher.weights: no such file {spec.teacher.weights} (leave teacher.weights out "
-            "to train the teacher in this pipeline)"
-        )
-
-
-@contextlib.contextmanager
-def _stage(name: str) -> Iterator[None]:
-    """Start a stage's errors with its name, keeping their type (and so the CLI's one-line handling)."""
-    try:
-        yield
-    except SoftLabelsError as exc:
-        raise type(exc)(f"stage {name}: {exc}") from exc
-
-
 def _unpack_stage(spec: PipelineSpec, say: _Speaker) -> StageResult | None:
     data = spec.dataset
     if data.archive is None or data.root is None:
@@ -284,7 +279,7 @@ def _unpack_stage(spec: PipelineSpec, say: _Speaker) -> StageResult | None:
     reused = (Path(data.root) / "train").is_dir()
     if not reused:
         say(f"stage data: unpacking {data.archive} into {data.root}")
-    with _stage("data"):
+    with say.stage("data"):
         ensure_cifar10(data.archive, data.root)
     return StageResult("reused" if reused else "unpacked", time.perf_counter() - started)
 
@@ -294,7 +289,7 @@ def _teacher_stage(plan: _Plan, device: torch.device, say: _Speaker, *, overwrit
     started = time.perf_counter()
     if plan.teacher is None:
         say(f"stage teacher: evaluating {spec.teacher.model} with {plan.teacher_weights}")
-        with _stage("teacher"):
+        with say.stage("teacher"):
             accuracy, status = _evaluate_teacher(spec, plan.teacher_weights, device, overwrite=overwrite)
         return TeacherResult(
             spec.teacher.model,
@@ -304,7 +299,7 @@ def _teacher_stage(plan: _Plan, device: torch.device, say: _Speaker, *, overwrit
             StageResult(status, time.perf_counter() - started),
         )
     say(f"stage teacher: {spec.teacher.model}, {epochs(plan.teacher.epochs)}, in {plan.teacher.out}")
-    with _stage("teacher"):
+    with say.stage("teacher"):
         summary = train_teacher(plan.teacher)
     return TeacherResult(
         spec.teacher.model,
@@ -319,7 +314,7 @@ def _generate_stage(plan: _Plan, say: _Speaker) -> StoreResult:
     config = plan.generate
     started = time.perf_counter()
     say(f"stage generate: {config.teacher} soft labels at T={config.temperature:g} into {config.out}")
-    with _stage("generate"):
+    with say.stage("generate"):
         try:
             summary = generate(config)
         except StoreMismatchError as exc:
@@ -331,8 +326,8 @@ def _generate_stage(plan: _Plan, say: _Speaker) -> StoreResult:
     )
     return StoreResult(
         path=summary.out,
-        label_format=config.label_format,
-        dtype=plan.spec.generate.dtype,
+        label_format=config.encoding.format,
+        dtype=config.encoding.dtype,
         temperature=config.temperature,
         num_rows=summary.num_rows,
         num_classes=summary.num_classes,
@@ -349,7 +344,7 @@ def _student_stage(
     say(
         f"stage students.{student.name}: {student.model}, {epochs(student.epochs)}, {method}, in {config.out}"
     )
-    with _stage(f"students.{student.name}"):
+    with say.stage(f"students.{student.name}"):
         summary = train_student(config)
     return StudentResult(
         name=student.name,

@@ -7,13 +7,14 @@ file, the dotted key and what was expected::
 
     pipelines/x.toml: students.kd.epochs: expected an integer >= 1, got "three"
 
-``--set key.path=value`` overrides are applied to the parsed document before validation; the
+Overrides (``key.path=value``, the CLI's ``--set``) are applied to the parsed document before validation; the
 value is read as a TOML value when it is one (``3``, ``0.5``, ``false``, ``"text"``) and as a
 plain string otherwise (``/data/cifar10``).
 
 Relative paths in a pipeline (``pipeline.output``, ``dataset.root``, ``dataset.archive``,
 ``teacher.weights``, ``generate.store``) are relative to the current directory, like paths given
-on the command line; a leading ``~`` is expanded.
+on the command line; a leading ``~`` and environment variables (``$SOFTLABELS_DATASETS``) are
+expanded.
 """
 
 from __future__ import annotations
@@ -29,8 +30,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from softlabels.errors import PipelineError
-from softlabels.format.encodings import VALUE_DTYPES, encoding_names
+from softlabels import defaults
+from softlabels.errors import InvalidArgumentError, PipelineError
 
 __all__ = [
     "DEFAULT_PIPELINE",
@@ -49,10 +50,6 @@ __all__ = [
 DEFAULT_PIPELINE = "digits.toml"
 """The embedded pipeline that ``softlabels run`` runs without a file (package data of this module)."""
 
-# The trainer's and the runtime's lists, repeated so that parsing a file does not import torch.
-OPTIMIZERS = ("sgd", "adamw")
-PRECISIONS = ("fp32", "bf16", "fp16")
-DEFAULT_DTYPE = "float16"
 # Names become folder names (``<output>/students/<name>``) and dotted keys, so no dots or slashes.
 _NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
 _NAME_DESCRIPTION = "letters, digits, '_' and '-' (starting with a letter or digit)"
@@ -95,7 +92,7 @@ class DatasetSpec:
 class TeacherSpec:
     """``[teacher]``: a model with trained ``weights``, or the settings to train it (``epochs`` ...).
 
-    The training settings are used only when ``weights`` is absent, so ``--set teacher.weights=...``
+    The training settings are used only when ``weights`` is absent, so an override ``teacher.weights=...``
     works on a pipeline that trains its teacher.
     """
 
@@ -187,11 +184,11 @@ class PipelineSpec:
 
 @dataclass(frozen=True)
 class Override:
-    """One ``--set key.path=value`` (or ``--out``), already split; ``origin`` names it in messages."""
+    """One ``key.path=value`` override, already split; ``origin`` names it in messages (the CLI: ``--set``)."""
 
     key: str
     value: Any
-    origin: str = "--set"
+    origin: str = "override"
 
 
 class _Expected(Exception):
@@ -240,12 +237,14 @@ def load_pipeline(
             raise PipelineError(f"{source}: cannot read it ({exc})") from exc
     parsed = [item if isinstance(item, Override) else parse_override(item) for item in overrides]
     if output is not None:
-        parsed.append(Override("pipeline.output", output, origin="--out"))
+        parsed.append(Override("pipeline.output", output, origin="output"))
     return parse_pipeline(text, source=source, default_name=stem, overrides=parsed)
 
 
-def parse_override(text: str) -> Override:
+def parse_override(text: str, *, origin: str = "override") -> Override:
     """Split ``key.path=value``; the value is a TOML value when it parses as one, else a string.
+
+    ``origin`` names the override in messages (the CLI passes ``--set``).
 
     Raises:
         PipelineError: No ``=``, or an empty key part.
@@ -253,8 +252,10 @@ def parse_override(text: str) -> Override:
     key, separator, raw = text.partition("=")
     key = key.strip()
     if not separator or not key or any(not part.strip() for part in key.split(".")):
-        raise PipelineError(f"--set {text}: expected KEY=VALUE with a dotted key, e.g. students.kd.epochs=3")
-    return Override(".".join(part.strip() for part in key.split(".")), _toml_value(raw.strip()))
+        raise PipelineError(
+            f"{origin} {text}: expected KEY=VALUE with a dotted key, e.g. students.kd.epochs=3"
+        )
+    return Override(".".join(part.strip() for part in key.split(".")), _toml_value(raw.strip()), origin)
 
 
 def _toml_value(raw: str) -> Any:
@@ -303,7 +304,7 @@ def _apply_override(document: dict[str, Any], override: Override, source: str) -
 
 
 class _Parser:
-    """Reads the sections of one document, naming ``source`` and ``--set`` origins in its errors."""
+    """Reads the sections of one document, naming ``source`` and override origins in its errors."""
 
     def __init__(self, source: str, origins: Mapping[str, str]) -> None:
         self.source = source
@@ -377,7 +378,7 @@ class _Parser:
                 "generate.dtype", 'does not apply to format = "sampled" (it stores class counts)'
             )
         if label_format != "sampled":
-            values["dtype"] = _or(values["dtype"], DEFAULT_DTYPE)
+            values["dtype"] = _or(values["dtype"], defaults.VALUE_DTYPE)
         store = _or(values.pop("store"), str(Path(output) / "labels.zarr"))
         return GenerateSpec(label_format=label_format, store=store, **values)
 
@@ -545,7 +546,8 @@ def _name(value: Any) -> str:
 def _path(value: Any) -> str:
     if not isinstance(value, str) or not value.strip():
         raise _Expected("a path (a non-empty string)")
-    return str(Path(value).expanduser())
+    # An unset variable stays as written; the input checks name it when the path is needed.
+    return str(Path(os.path.expandvars(value)).expanduser())
 
 
 @_expects("true or false")
@@ -555,37 +557,41 @@ def _boolean(value: Any) -> bool:
     return value
 
 
-@_expects('"auto", "cpu", "cuda" or "cuda:N"')
+_DEVICE_DESCRIPTION = ", ".join(json.dumps(name) for name in defaults.DEVICES) + ' or "cuda:N"'
+
+
+@_expects(_DEVICE_DESCRIPTION)
 def _device(value: Any) -> str:
-    if not isinstance(value, str) or not (
-        value in ("auto", "cpu", "cuda") or re.fullmatch(r"cuda:\d+", value)
-    ):
-        raise _Expected('"auto", "cpu", "cuda" or "cuda:N"')
-    return value
+    if not isinstance(value, str):
+        raise _Expected(_DEVICE_DESCRIPTION)
+    try:
+        return defaults.check_device(value)
+    except InvalidArgumentError:
+        raise _Expected(_DEVICE_DESCRIPTION) from None
 
 
 _POSITIVE = _number(low=0, low_open=True)
 _NON_NEGATIVE = _number(low=0)
 
 _RUN_FIELDS = (
-    _Field("device", _device, "auto"),
-    _Field("num_workers", _integer(0), 0),
-    _Field("seed", _integer(0), 0),
-    _Field("precision", _choice(*PRECISIONS), "fp32"),
+    _Field("device", _device, defaults.DEVICE),
+    _Field("num_workers", _integer(0), defaults.NUM_WORKERS),
+    _Field("seed", _integer(0), defaults.SEED),
+    _Field("precision", _choice(*defaults.PRECISIONS), defaults.PRECISION),
 )
 _DATASET_FIELDS = (
     _Field("spec", _text),
     _Field("root", _path, None),
     _Field("archive", _path, None),
-    _Field("train_split", _text, "train"),
-    _Field("val_split", _text, "test"),
+    _Field("train_split", _text, defaults.TRAIN_SPLIT),
+    _Field("val_split", _text, defaults.VAL_SPLIT),
 )
 # Training settings shared by the teacher and the students; None defers to the trainer's defaults.
 _TRAINING_FIELDS = (
-    _Field("batch_size", _integer(1), 128),
-    _Field("optimizer", _choice(*OPTIMIZERS), "sgd"),
+    _Field("batch_size", _integer(1), defaults.TRAIN_BATCH_SIZE),
+    _Field("optimizer", _choice(*defaults.OPTIMIZERS), defaults.OPTIMIZER),
     _Field("lr", _POSITIVE, None),
-    _Field("weight_decay", _NON_NEGATIVE, 5e-4),
+    _Field("weight_decay", _NON_NEGATIVE, defaults.WEIGHT_DECAY),
     _Field("augment", _boolean, False),
     _Field("seed", _integer(0), None),
 )
@@ -599,9 +605,9 @@ _TEACHER_FIELDS = (
 )
 _GENERATE_FIELDS = (
     _Field("temperature", _POSITIVE),
-    _Field("dtype", _choice(*VALUE_DTYPES), None),
-    _Field("batch_size", _integer(1), 256),
-    _Field("format", _choice(*encoding_names()), "full"),
+    _Field("dtype", _choice(*defaults.VALUE_DTYPES), None),
+    _Field("batch_size", _integer(1), defaults.GENERATE_BATCH_SIZE),
+    _Field("format", _choice(*defaults.LABEL_FORMATS), defaults.LABEL_FORMAT),
     _Field("k", _integer(1), None),
     _Field("samples", _integer(1), None),
     _Field("store", _path, None),

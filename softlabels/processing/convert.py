@@ -15,12 +15,14 @@ interpreters (scripts must then guard their entry point with ``if __name__ == "_
 of its own shard and then records the shard, so tasks never touch the same chunk and an
 interrupted conversion resumes with the shards still pending; the store is flagged complete
 only at the end.
+
+The conversion record names the source's run id (and creation time): a conversion resumes only
+from the very source run it started from, never from a source regenerated in between.
 """
 
 from __future__ import annotations
 
 import os
-import sys
 import time
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -28,8 +30,17 @@ from pathlib import Path
 from typing import Any
 
 from softlabels import __version__
-from softlabels.errors import InvalidArgumentError, StoreMismatchError
-from softlabels.format.encodings import build_encoding, encoding_from_params, format_options
+from softlabels.defaults import SCHEDULERS
+from softlabels.errors import (
+    Interrupted,
+    InvalidArgumentError,
+    SoftLabelsError,
+    StoreConflictError,
+    StoreWriteError,
+)
+from softlabels.format.encoding_spec import EncodingSpec
+from softlabels.progress import Progress
+from softlabels.progress import progress as show_progress
 from softlabels.store import (
     Encoding,
     LabelStore,
@@ -39,12 +50,10 @@ from softlabels.store import (
     WriteSummary,
     default_chunk_rows,
     open_store,
+    read_header,
 )
 
-SCHEDULERS = ("threads", "processes", "synchronous")
 CONVERSION = "convert"
-# Keys of a conversion record that must agree for a resumed conversion to continue a store.
-_RECORD_IDENTITY = ("operation", "source_encoding", "encoding")
 
 
 @dataclass(frozen=True)
@@ -52,12 +61,11 @@ class ConvertSummary(WriteSummary):
     """What a conversion did."""
 
     source: str
-    encoding: str
-    encoding_params: dict[str, Any]
+    encoding: EncodingSpec
 
     def describe(self) -> str:
         return (
-            f"Converted {self.source} to {self.out}: {self.encoding} {self.encoding_params}, "
+            f"Converted {self.source} to {self.out}: {self.encoding.describe()}, "
             f"{self.describe_rows()}, {self.seconds:.1f} s."
         )
 
@@ -65,12 +73,8 @@ class ConvertSummary(WriteSummary):
 def convert_store(
     source: str | os.PathLike[str],
     out: str | os.PathLike[str],
+    encoding: EncodingSpec,
     *,
-    to: str,
-    k: int | None = None,
-    samples: int | None = None,
-    seed: int = 0,
-    dtype: str = "float16",
     chunk_rows: int | None = None,
     chunks_per_shard: int = 1,
     scheduler: str = "threads",
@@ -83,12 +87,10 @@ def convert_store(
 
     Args:
         source: a complete store of format ``full``.
-        out: where the new store goes (a resumed conversion continues a store made with the same settings).
-        to: ``topk``, ``sampled`` or ``full`` (the last to change the value dtype).
-        k: classes kept per row (``to="topk"`` only), ``1 <= k <= C``.
-        samples: draws per row (``to="sampled"`` only), ``>= 1``.
-        seed: seed of the draws (``to="sampled"``).
-        dtype: value dtype for ``full`` and ``topk``: float16, bfloat16, float32 or int8.
+        out: where the new store goes (a resumed conversion continues a store made with the same
+            settings from the same source run).
+        encoding: the new store's format, e.g. ``EncodingSpec.create("topk", k=5)`` (``k <= C``), or
+            ``full`` with another value dtype.
         chunk_rows: rows per Zarr chunk of the new store; by default about 1 MiB per chunk, rounded
             to a multiple of the source's chunk rows so that every source chunk is decoded once.
         chunks_per_shard: chunks per unit of work.
@@ -99,24 +101,31 @@ def convert_store(
         command: the command line recorded in the conversion record.
 
     Raises:
-        InvalidArgumentError: bad options (``k > C``, ``samples < 1``, unknown scheduler, ``out`` is
-            ``source``) or a source that is not a full store.
-        UnknownNameError: ``to`` is not a known format.
+        InvalidArgumentError: bad options (``k > C``, unknown scheduler, ``out`` is ``source``) or a
+            source that is not a full store.
         IncompleteStoreError: the source has unwritten shards.
-        StoreMismatchError: ``out`` holds a store made with other settings and ``overwrite`` is off.
+        StoreMismatchError: ``out`` holds a store made with other settings, or derived from another
+            run of the source, and ``overwrite`` is off.
+        StoreConflictError: the source or the output was replaced while converting.
     """
     started = time.perf_counter()
     _check_run_options(scheduler, workers, chunk_rows, chunks_per_shard)
-    options = format_options(to, k=k, samples=samples, seed=seed, option="--to")
-    encoding = build_encoding(to, dtype=dtype, **options)
     store = open_store(source)
-    _check_source(store, encoding, out)
-    header = _derived_header(store, encoding, chunk_rows, chunks_per_shard, command)
-    writer = StoreWriter.open(out, header, encoding, overwrite=overwrite)
-    _refuse_other_conversion(writer.header, header, writer.path)
+    row_encoding = encoding.build()
+    _check_source(store, row_encoding, out)
+    header = _derived_header(store, encoding, row_encoding, chunk_rows, chunks_per_shard, command)
+    writer = StoreWriter.open(out, header, row_encoding, overwrite=overwrite)
     pending = writer.pending_shards()
     if pending:
-        _run_shards(store.location, str(writer.path), writer.header, pending, scheduler, workers, progress)
+        try:
+            _run_shards(
+                store.location, str(writer.path), writer.header, pending, scheduler, workers, progress
+            )
+        except KeyboardInterrupt:
+            total = writer.header.layout.num_shards
+            kept = total - len(writer.pending_shards())
+            what = f"{kept} of {total} shards in {writer.path}"
+            raise Interrupted(f"interrupted: kept {what}; re-run the same command to finish", what) from None
     final = writer.mark_complete()
     size = writer.bytes_on_disk()
     return ConvertSummary(
@@ -127,9 +136,9 @@ def convert_store(
         shards_written=len(pending),
         bytes_on_disk=size,
         seconds=time.perf_counter() - started,
+        rows_written=sum(stop - start for start, stop in map(final.layout.shard_bounds, pending)),
         source=store.location,
-        encoding=encoding.name,
-        encoding_params=encoding.params(),
+        encoding=encoding,
     )
 
 
@@ -160,14 +169,19 @@ def _check_source(store: LabelStore, encoding: Encoding, out: str | os.PathLike[
 
 
 def _derived_header(
-    store: LabelStore, encoding: Encoding, chunk_rows: int | None, chunks_per_shard: int, command: str | None
+    store: LabelStore,
+    encoding: EncodingSpec,
+    row_encoding: Encoding,
+    chunk_rows: int | None,
+    chunks_per_shard: int,
+    command: str | None,
 ) -> StoreHeader:
     rows_per_chunk = chunk_rows or _aligned_chunk_rows(
-        store.layout.chunk_rows, encoding.bytes_per_row(store.num_classes)
+        store.layout.chunk_rows, row_encoding.bytes_per_row(store.num_classes)
     )
     layout = Layout(
-        encoding=encoding.name,
-        encoding_params=encoding.params(),
+        encoding=row_encoding.name,
+        encoding_params=row_encoding.params(),
         num_rows=store.num_rows,
         num_classes=store.num_classes,
         chunk_rows=rows_per_chunk,
@@ -176,13 +190,16 @@ def _derived_header(
     record = {
         "operation": CONVERSION,
         "source": _absolute(store.location),
+        # Which run of the source: a source regenerated in between has another run id.
+        "source_run_id": store.header.run_id,
+        "source_created": store.provenance.created,
         "source_encoding": {"name": store.layout.encoding, "params": store.layout.encoding_params},
-        "encoding": {"name": encoding.name, "params": encoding.params()},
+        "encoding": {"name": row_encoding.name, "params": row_encoding.params()},
         "chunk_rows": layout.chunk_rows,
         "shard_rows": layout.shard_rows,
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "softlabels": __version__,
-        "command": command or f"softlabels.convert_store({store.location!r}, to={encoding.name!r})",
+        "command": command or f"softlabels.convert_store({store.location!r}, {encoding.describe()!r})",
     }
     provenance = replace(store.provenance, derived_from=(*store.provenance.derived_from, record))
     return StoreHeader(layout=layout, provenance=provenance)
@@ -198,18 +215,6 @@ def _aligned_chunk_rows(source_chunk_rows: int, bytes_per_row: int) -> int:
     return source_chunk_rows * max(1, default_chunk_rows(bytes_per_row) // source_chunk_rows)
 
 
-def _refuse_other_conversion(existing: StoreHeader, wanted: StoreHeader, path: Path) -> None:
-    """A resumed conversion must continue one from the same kind of source (not float16 after float32)."""
-    old, new = existing.provenance.derived_from, wanted.provenance.derived_from
-    if len(old) != len(new) or any(
-        a.get(key) != b.get(key) for a, b in zip(old, new, strict=True) for key in _RECORD_IDENTITY
-    ):
-        raise StoreMismatchError(
-            f"{path} holds labels derived otherwise (store: {list(old)}; this run: "
-            f"{list(new)}); pass --overwrite to replace it"
-        )
-
-
 def _run_shards(
     source: str,
     out: str,
@@ -221,26 +226,67 @@ def _run_shards(
 ) -> None:
     from dask.base import compute
     from dask.delayed import delayed
-    from dask.diagnostics.progress import ProgressBar
 
     tasks = [delayed(convert_shard)(source, out, header, shard) for shard in shards]
     options: dict[str, Any] = {"scheduler": scheduler}
     if workers is not None and scheduler != "synchronous":
         options["num_workers"] = workers
-    # dask ships without type annotations for these calls.
-    if progress:
-        with ProgressBar(minimum=1.0, out=sys.stderr):  # type: ignore[no-untyped-call]
-            compute(*tasks, **options)  # type: ignore[no-untyped-call]
-    else:
-        compute(*tasks, **options)  # type: ignore[no-untyped-call]
+    # A bar on a terminal, a plain line every 30 s in a log file; dask reports each finished shard.
+    with show_progress(len(shards), desc="convert", unit="shard", enabled=progress) as bar:
+        with _count_shards(bar):
+            try:
+                compute(*tasks, **options)  # type: ignore[no-untyped-call]  # dask ships without annotations
+            except OSError as exc:
+                if isinstance(exc, SoftLabelsError):
+                    raise
+                raise _write_error(out, exc) from exc
+
+
+def _write_error(out: str, error: OSError) -> StoreWriteError:
+    """A shard task's operating-system error as one line naming the file and the reason."""
+    where = error.filename or out
+    return StoreWriteError(
+        f"cannot write {where}: {error.strerror or error} (the shards already converted into {out} are kept; "
+        "run the same command again to finish it)"
+    )
+
+
+def _count_shards(bar: Progress) -> Any:
+    """A dask callback that counts every finished ``convert_shard`` task on ``bar``."""
+    from dask.callbacks import Callback
+
+    def count(key: Any, *_: Any) -> None:
+        name = key[0] if isinstance(key, tuple) else key
+        if str(name).startswith(convert_shard.__name__):
+            bar.update(1)
+
+    return Callback(posttask=count)  # type: ignore[no-untyped-call]
 
 
 def convert_shard(source: str, out: str, header: StoreHeader, shard: int) -> int:
-    """Encode one shard of ``out`` from ``source`` and record it; one dask task (picklable arguments only)."""
+    """Encode one shard of ``out`` from ``source`` and record it; one dask task (picklable arguments only).
+
+    Raises:
+        StoreConflictError: the source is no longer the run the conversion started from.
+    """
     layout = header.layout
-    encoding = encoding_from_params(layout.encoding, layout.encoding_params)
+    encoding = layout.encoding_spec.build()
     start, stop = layout.shard_bounds(shard)
-    rows = open_store(source).read_rows(start, stop)
+    expected = header.provenance.derived_from[-1]["source_run_id"]
+    # The whole source was checked complete when the conversion started; its run id, read before and
+    # after the rows, proves these rows still come from that run (run ids never repeat).
+    _refuse_replaced_source(source, expected)
+    rows = open_store(source, allow_incomplete=True).read_rows(start, stop)
+    _refuse_replaced_source(source, expected)
     fields = encoding.encode(rows.fields["logits"], start)
     StoreWriter(Path(out), header, encoding).write_shard(shard, fields, rows.targets)
     return shard
+
+
+def _refuse_replaced_source(source: str, run_id: str | None) -> None:
+    current = read_header(source).run_id
+    if current != run_id:
+        raise StoreConflictError(
+            f"the source {source} was replaced while it was being converted (run id {run_id} became "
+            f"{current}); the conversion stopped"
+        )

@@ -20,6 +20,10 @@ __all__ = ["CHECKPOINT_FORMAT", "CHECKPOINT_VERSION", "apply_weights", "read_wei
 
 CHECKPOINT_FORMAT = "softlabels.checkpoint"
 CHECKPOINT_VERSION = 1
+WEIGHTS_FILE_FORMS = "a PyTorch state_dict or a softlabels checkpoint saved with torch.save"
+
+_ZIP_MAGIC = b"PK\x03\x04"
+_SNIFF_BYTES = 4096
 
 # Prefixes that wrappers add to every key (torch.compile, DataParallel/DistributedDataParallel).
 _WRAPPER_PREFIXES = ("_orig_mod.", "module.")
@@ -95,7 +99,10 @@ def read_weights(path: str | os.PathLike[str]) -> tuple[StateDict, str]:
     try:
         loaded = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for foreign or damaged files
-        raise WeightsError(f"cannot load weights '{path}': {first_line(exc)}") from exc
+        raise WeightsError(
+            f"cannot load weights '{path}': a weights file must be {WEIGHTS_FILE_FORMS}; "
+            f"found {_describe_unloadable(data, exc)}"
+        ) from exc
     return _state_dict_of(loaded, str(path)), hashlib.sha256(data).hexdigest()
 
 
@@ -145,8 +152,37 @@ def _state_dict_of(loaded: Any, path: str) -> StateDict:
             )
         loaded = loaded.get("state_dict")
     if not _is_state_dict(loaded):
-        raise WeightsError(f"'{path}' is neither a state_dict nor a softlabels checkpoint")
+        raise WeightsError(
+            f"'{path}' is neither a state_dict nor a softlabels checkpoint: a weights file must be "
+            f"{WEIGHTS_FILE_FORMS}; found {_describe_loaded(loaded)}"
+        )
     return dict(loaded)
+
+
+def _describe_unloadable(data: bytes, error: Exception) -> str:
+    """What a file that torch.load refused looks like, in a few words."""
+    if not data:
+        return "an empty file"
+    if data.startswith(_ZIP_MAGIC):  # torch.save's own container, holding something it will not load safely
+        return f"a torch.save file that does not load as plain tensors ({first_line(error)})"
+    head = data[:_SNIFF_BYTES]
+    try:
+        head.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        if exc.start < len(head) - 3:  # not merely a character cut in two at the end of the sample
+            return f"{len(data)} bytes that are not a torch.save file"
+    if b"\0" in head:
+        return f"{len(data)} bytes that are not a torch.save file"
+    return "a text file"
+
+
+def _describe_loaded(loaded: Any) -> str:
+    if isinstance(loaded, dict):
+        if not loaded:
+            return "an empty dict"
+        kinds = sorted({type(value).__name__ for value in loaded.values()} - {"Tensor"})
+        return f"a dict whose values include {', '.join(kinds)}" if kinds else "a dict with non-str keys"
+    return f"a {type(loaded).__name__}"
 
 
 def _is_state_dict(value: Any) -> bool:

@@ -49,6 +49,11 @@ __all__ = [
 ]
 
 DIGITS_SPLITS = ("train", "test")
+# The transforms from stored sample to tensor, named and versioned: change a transform, bump its
+# version, and stores of labels for the old samples stop matching.
+DIGITS_PREPROCESSING = "digits-8x8-[0,1]/v1"
+IMAGEFOLDER_PREPROCESSING = "imagefolder-rgb-[-1,1]/v1"
+TORCHVISION_PREPROCESSING = "torchvision-[-1,1]/v1"
 _DIGITS_TEST_FRACTION = 0.2
 _DIGITS_SPLIT_SEED = 0
 _SPEC_FORMS = (
@@ -68,6 +73,9 @@ class DatasetSource:
         class_names: One name per class, in label order.
         input_shape: ``(C, H, W)`` of the samples.
         fingerprint: sha256 hex of the split's contents, independent of where the files live.
+        preprocessing: Name and version of the transform from stored sample to tensor (e.g.
+            ``imagefolder-rgb-[-1,1]/v1``); a store of labels for one preprocessing never serves
+            another. None for plug-ins that do not declare theirs.
         num_samples: Number of samples (also ``len(source)``).
         augmented: Whether random crops and flips are applied (only image-file sources augment).
     """
@@ -79,6 +87,7 @@ class DatasetSource:
     class_names: tuple[str, ...]
     input_shape: tuple[int, int, int]
     fingerprint: str
+    preprocessing: str | None
     num_samples: int
     augmented: bool = False
 
@@ -156,17 +165,30 @@ def ensure_cifar10(archive: str | os.PathLike[str], cache_dir: str | os.PathLike
     archive_path = Path(archive)
     if not archive_path.is_file():
         raise DataError(f"CIFAR-10 archive '{archive_path}' does not exist")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-unpacking-", dir=target.parent))
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-unpacking-", dir=target.parent))
+    except OSError as exc:
+        raise DataError(
+            f"cannot unpack '{archive_path}' into '{target}': {_why_not_writable(target, exc)}"
+        ) from exc
     try:
         _unpack_into(archive_path, staging)
         os.rename(staging, target)
-    except OSError:
+    except OSError as exc:
         if not _has_train_and_test(target):  # else another process finished first: use its copy
-            raise
+            raise DataError(
+                f"cannot unpack '{archive_path}' into '{target}': {_why_not_writable(target, exc)}"
+            ) from exc
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return target
+
+
+def _why_not_writable(target: Path, error: OSError) -> str:
+    """The reason a folder cannot be made at ``target``: a file in the way, else the system's words."""
+    blocking = next((parent for parent in target.parents if parent.is_file()), None)
+    return f"'{blocking}' is a file, not a folder" if blocking else str(error.strerror or error)
 
 
 def _unpack_into(archive: Path, staging: Path) -> None:
@@ -221,7 +243,8 @@ def _load_digits(spec: str, split: str) -> DatasetSource:
     images, labels = _digits_split(split)
     dataset = DigitsDataset(images, labels)
     num_classes = 10
-    builder = FingerprintBuilder("digits", split, len(labels), num_classes)
+    class_names = tuple(str(digit) for digit in range(num_classes))
+    builder = FingerprintBuilder("digits", split, len(labels), class_names)
     builder.add_labels(labels)
     builder.add_array(images)
     return DatasetSource(
@@ -229,9 +252,10 @@ def _load_digits(spec: str, split: str) -> DatasetSource:
         split=split,
         dataset=dataset,
         num_classes=num_classes,
-        class_names=tuple(str(digit) for digit in range(num_classes)),
+        class_names=class_names,
         input_shape=(1, 8, 8),
         fingerprint=builder.hexdigest(),
+        preprocessing=DIGITS_PREPROCESSING,
         num_samples=len(labels),
     )
 
@@ -267,6 +291,7 @@ def _load_image_folder(spec: str, root: str, split: str, augment: bool) -> Datas
         class_names=scan.class_names,
         input_shape=input_shape,
         fingerprint=fingerprint_image_folder(scan, split),
+        preprocessing=IMAGEFOLDER_PREPROCESSING,
         num_samples=len(scan.samples),
         augmented=augment,
     )
@@ -288,7 +313,8 @@ def _load_torchvision(
         num_classes=len(class_names),
         class_names=class_names,
         input_shape=input_shape,
-        fingerprint=fingerprint_torchvision_dataset(name, split, base, labels, len(class_names)),
+        fingerprint=fingerprint_torchvision_dataset(name, split, base, labels, class_names),
+        preprocessing=TORCHVISION_PREPROCESSING,
         num_samples=len(base),
         augmented=augment,
     )
@@ -304,6 +330,7 @@ def _load_plugin(spec: str, split: str) -> DatasetSource:
         class_names=info.class_names,
         input_shape=_shape_of_first(info.dataset),
         fingerprint=info.fingerprint,
+        preprocessing=info.preprocessing,
         num_samples=len(info.dataset),
     )
 

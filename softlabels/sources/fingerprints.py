@@ -8,7 +8,7 @@ data unpacked anywhere else.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import numpy as np
@@ -21,20 +21,25 @@ class FingerprintBuilder:
     """Accumulates length-prefixed fields into one sha256 digest.
 
     Length prefixes make the encoding unambiguous: ``("ab", "c")`` and ``("a", "bc")`` differ.
+    Every fingerprint starts with the kind of source, the split, the size and the class names, so
+    data relabelled with other names (or the same names in another order) never matches.
 
     Args:
         kind: The kind of source (``"digits"``, ``"imagefolder"``, ``"torchvision:MNIST"``, ...).
         split: The split name.
         num_samples: Number of samples in the split.
-        num_classes: Number of classes.
+        class_names: One name per class, in label order.
     """
 
-    _FORMAT = "softlabels.dataset-fingerprint/1"
+    # Version 2 added the class names; fingerprints of version 1 never match one of version 2.
+    _FORMAT = "softlabels.dataset-fingerprint/2"
 
-    def __init__(self, kind: str, split: str, num_samples: int, num_classes: int) -> None:
+    def __init__(self, kind: str, split: str, num_samples: int, class_names: Sequence[str]) -> None:
         self._hash = hashlib.sha256()
-        for header in (self._FORMAT, kind, split, str(num_samples), str(num_classes)):
+        for header in (self._FORMAT, kind, split, str(num_samples), str(len(class_names))):
             self.add_text(header)
+        for name in class_names:
+            self.add_text(name)
 
     def add_bytes(self, data: bytes) -> None:
         """Add one opaque field."""

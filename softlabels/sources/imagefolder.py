@@ -123,9 +123,7 @@ def fingerprint_image_folder(scan: ImageFolderScan, split: str) -> str:
     cached = _FINGERPRINT_CACHE.get(key)
     if cached is not None:
         return cached
-    builder = FingerprintBuilder("imagefolder", split, len(scan.samples), len(scan.class_names))
-    for class_name in scan.class_names:
-        builder.add_text(class_name)
+    builder = FingerprintBuilder("imagefolder", split, len(scan.samples), scan.class_names)
     builder.add_labels(label for _, label in scan.samples)
     # A plain loop: with many small files, thread pools measured slower (GIL hand-offs).
     for relative_path, _ in scan.samples:

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 import torch
 from torch.utils.data import Dataset, IterableDataset
 
@@ -77,18 +78,24 @@ class PluginDatasetInfo:
     dataset: PluginDataset
     class_names: tuple[str, ...]
     fingerprint: str
+    preprocessing: str | None
 
 
 def open_plugin_dataset(ref: str, split: str) -> PluginDatasetInfo:
     """Call the plug-in as ``callable(split=split)`` and describe the dataset it returns.
 
     Classes come from the dataset's ``classes`` (names) or ``num_classes``, else from the largest
-    label. The fingerprint mixes the dataset's own ``fingerprint`` (attribute or method) with split
-    and size, or else hashes every sample's tensor bytes and label.
+    label. The fingerprint always covers split, size, class names and every label; on top of
+    those it takes the dataset's own ``fingerprint`` (attribute or method) when it declares one,
+    else a digest of every sample's tensor. A dataset declaring its fingerprint is not read
+    sample by sample when it also has ``targets`` (one integer label per sample, as torchvision's
+    datasets do). ``preprocessing`` (attribute or method, optional) names and versions its
+    transform, so that stores of labels for other tensors are refused.
 
     Raises:
         PluginError: The callable fails or returns something other than a map-style dataset of
-            ``(tensor, int)``.
+            ``(tensor, int)``, or declares a malformed ``classes``, ``fingerprint``,
+            ``preprocessing`` or ``targets``.
     """
     factory = load_callable(ref, what="dataset")
     try:
@@ -99,20 +106,19 @@ def open_plugin_dataset(ref: str, split: str) -> PluginDatasetInfo:
         raise PluginError(f"dataset plug-in '{ref}' failed for split '{split}': {first_line(exc)}") from exc
     num_samples = _checked_length(inner, ref)
     declared_names = _declared_class_names(inner, ref)
-    own_fingerprint = _own_fingerprint(inner, ref)
+    own_fingerprint = _declared_text(inner, ref, "fingerprint")
+    preprocessing = _declared_text(inner, ref, "preprocessing")
     dataset = PluginDataset(inner, ref, None if declared_names is None else len(declared_names))
-    if declared_names is not None and own_fingerprint is not None:
-        class_names = declared_names
-        builder = FingerprintBuilder("plugin", split, num_samples, len(class_names))
-        builder.add_text(own_fingerprint)
+    if own_fingerprint is None:
+        labels, content = _scan(dataset)
     else:
-        labels, content_digest = _scan(dataset)
-        class_names = declared_names or tuple(str(label) for label in range(max(labels) + 1))
-        builder = FingerprintBuilder("plugin", split, num_samples, len(class_names))
-        builder.add_labels(labels)
-        builder.add_text(own_fingerprint or content_digest)
+        labels, content = _labels(inner, dataset), own_fingerprint
+    class_names = declared_names or tuple(str(label) for label in range(int(labels.max()) + 1))
     dataset.num_classes = len(class_names)
-    return PluginDatasetInfo(dataset, class_names, builder.hexdigest())
+    builder = FingerprintBuilder("plugin", split, num_samples, class_names)
+    builder.add_labels(labels)
+    builder.add_text(content)
+    return PluginDatasetInfo(dataset, class_names, builder.hexdigest(), preprocessing)
 
 
 def _checked_length(inner: Any, ref: str) -> int:
@@ -143,23 +149,42 @@ def _declared_class_names(inner: Any, ref: str) -> tuple[str, ...] | None:
     return tuple(str(label) for label in range(num_classes))
 
 
-def _own_fingerprint(inner: Any, ref: str) -> str | None:
-    fingerprint = getattr(inner, "fingerprint", None)
-    if callable(fingerprint):
+def _declared_text(inner: Any, ref: str, name: str) -> str | None:
+    """The dataset's ``name`` attribute (or the result of calling it), or None when it has none."""
+    value = getattr(inner, name, None)
+    if callable(value):
         try:
-            fingerprint = fingerprint()
+            value = value()
         except Exception as exc:
-            raise PluginError(f"dataset plug-in '{ref}': fingerprint() failed: {first_line(exc)}") from exc
-    if fingerprint is None:
+            raise PluginError(f"dataset plug-in '{ref}': {name}() failed: {first_line(exc)}") from exc
+    if value is None:
         return None
-    if not isinstance(fingerprint, str) or not fingerprint:
+    if not isinstance(value, str) or not value:
+        raise PluginError(f"dataset plug-in '{ref}': {name} must be a non-empty str, got {_describe(value)}")
+    return value
+
+
+def _labels(inner: Any, dataset: PluginDataset) -> npt.NDArray[np.int64]:
+    """Every label in sample order: the dataset's ``targets`` when it has them (checked), else read from the samples."""
+    targets = getattr(inner, "targets", None)
+    if targets is None:
+        return np.fromiter((dataset[index][1] for index in range(len(dataset))), dtype=np.int64)
+    labels = np.asarray(targets)
+    if labels.shape != (len(dataset),) or labels.dtype.kind not in "iu":
         raise PluginError(
-            f"dataset plug-in '{ref}': fingerprint must be a non-empty str, got {_describe(fingerprint)}"
+            f"dataset plug-in '{dataset.ref}': targets must hold one integer label per sample "
+            f"({len(dataset)}), got {labels.dtype} of shape {list(labels.shape)}"
         )
-    return fingerprint
+    out_of_range = (
+        labels < 0 if dataset.num_classes is None else (labels < 0) | (labels >= dataset.num_classes)
+    )
+    first_bad = np.flatnonzero(out_of_range)[:1]
+    for index in first_bad.tolist():
+        dataset._checked_label(int(labels[index]), index)  # raises, naming the sample and its label
+    return labels.astype(np.int64)
 
 
-def _scan(dataset: PluginDataset) -> tuple[list[int], str]:
+def _scan(dataset: PluginDataset) -> tuple[npt.NDArray[np.int64], str]:
     """Read every sample once: return the labels and a digest of all tensors' dtype, shape and bytes."""
     content = hashlib.sha256()
     labels: list[int] = []
@@ -169,7 +194,7 @@ def _scan(dataset: PluginDataset) -> tuple[list[int], str]:
         content.update(f"{array.shape}".encode())
         content.update(array.data)
         labels.append(label)
-    return labels, content.hexdigest()
+    return np.array(labels, dtype=np.int64), content.hexdigest()
 
 
 def _describe(value: Any) -> str:

@@ -133,10 +133,10 @@ def torchvision_labels(dataset: Any) -> npt.NDArray[np.int64]:
 
 
 def fingerprint_torchvision_dataset(
-    name: str, split: str, dataset: Any, labels: npt.NDArray[np.int64], num_classes: int
+    name: str, split: str, dataset: Any, labels: npt.NDArray[np.int64], class_names: Sequence[str]
 ) -> str:
-    """Fingerprint a torchvision dataset over its labels and raw data bytes."""
-    builder = FingerprintBuilder(f"torchvision:{name}", split, len(labels), num_classes)
+    """Fingerprint a torchvision dataset over its class names, labels and raw data bytes."""
+    builder = FingerprintBuilder(f"torchvision:{name}", split, len(labels), class_names)
     builder.add_labels(labels)
     data = getattr(dataset, "data", None)
     if isinstance(data, (np.ndarray, torch.Tensor)):

@@ -1,12 +1,17 @@
-"""Opened arrays of one Zarr group, each opened once."""
+"""Opened arrays of one Zarr group, each opened once, and row reads that name a damaged chunk."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
+import numpy as np
 import zarr
 
-from softlabels.errors import StoreFormatError
+from softlabels.errors import StoreCorruptError, StoreFormatError
+
+# What zarr raises for a chunk it cannot decode (a failed crc32c, a truncated zstd frame) or read.
+_READ_ERRORS = (ValueError, RuntimeError, OSError)
 
 
 class ArrayHandles:
@@ -23,7 +28,49 @@ class ArrayHandles:
                 array = self.group[name]
             except KeyError as exc:
                 raise StoreFormatError(f"{self._where} has no '{name}' array; the store is damaged") from exc
+            except _READ_ERRORS as exc:  # its zarr.json is truncated or unreadable
+                raise StoreFormatError(
+                    f"{self._where}: the metadata of the '{name}' array cannot be read ({_reason(exc)}); "
+                    "the store is damaged"
+                ) from exc
             if not isinstance(array, zarr.Array):
                 raise StoreFormatError(f"{self._where}/{name} is a group, not an array")
             self._arrays[name] = array
         return self._arrays[name]
+
+    def read(self, names: Iterable[str], start: int, stop: int) -> dict[str, np.ndarray]:
+        """Rows ``[start, stop)`` of each named array.
+
+        Raises:
+            StoreCorruptError: a chunk fails its checksum or cannot be read; the message names its
+                key (``logits/c/3/0``).
+        """
+        arrays = {name: self[name] for name in names}
+        try:
+            return {name: np.asarray(array[start:stop]) for name, array in arrays.items()}
+        except _READ_ERRORS as exc:
+            raise self._damage(arrays, start, stop, exc) from exc
+
+    def _damage(
+        self, arrays: dict[str, zarr.Array[Any]], start: int, stop: int, error: BaseException
+    ) -> StoreCorruptError:
+        # Only on failure: re-reading chunk by chunk is cheap next to the read that failed, and exact.
+        for name, array in arrays.items():
+            rows = int(array.chunks[0])
+            for chunk in range(start // rows, -(-stop // rows)):
+                try:
+                    array[chunk * rows : min((chunk + 1) * rows, stop)]
+                except _READ_ERRORS as exc:
+                    key = array.metadata.encode_chunk_key((chunk,) + (0,) * (array.ndim - 1))
+                    return StoreCorruptError(
+                        f"{self._where}: chunk {name}/{key} cannot be read ({_reason(exc)}); the store is "
+                        "damaged: generate it again or restore it from a copy"
+                    )
+        return StoreCorruptError(f"{self._where}: rows [{start}, {stop}) cannot be read ({_reason(error)})")
+
+
+def _reason(error: BaseException) -> str:
+    """The first sentence of an error (zarr's checksum message goes on with the raw checksum bytes)."""
+    if isinstance(error, OSError) and error.strerror:
+        return error.strerror
+    return str(error).split(". ", 1)[0].strip() or type(error).__name__

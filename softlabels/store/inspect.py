@@ -27,8 +27,8 @@ import numpy as np
 import zarr
 
 from softlabels.errors import InvalidArgumentError, StoreFormatError, StoreMismatchError
-from softlabels.files import differences
 from softlabels.format.encodings import Encoding
+from softlabels.format.identity import Scope, mismatches, store_identity
 from softlabels.store.reader import LabelStore, open_store
 
 ECE_BINS = 15
@@ -108,26 +108,17 @@ def _check_reference(store: LabelStore, full: LabelStore) -> None:
             f"the reference {full.location} holds {full.layout.encoding} labels; "
             "a reference must be a full store"
         )
-    have, want = _reference_identity(store), _reference_identity(full)
-    found = differences(have, want, have_name="store", want_name="reference")
+    # The same data labelled by the same teacher (weights and parameters) at the same temperature.
+    found = mismatches(
+        store_identity(store.header, Scope.LABELS),
+        store_identity(full.header, Scope.LABELS),
+        have_name="store",
+        want_name="reference",
+    )
     if found:
         raise StoreMismatchError(
             f"{full.location} is not a reference for {store.location} ({'; '.join(found)})"
         )
-
-
-def _reference_identity(store: LabelStore) -> dict[str, Any]:
-    """What a store and its reference must share: the rows, the teacher and the temperature."""
-    provenance = store.provenance
-    return {
-        "rows": store.num_rows,
-        "classes": store.num_classes,
-        "split": provenance.dataset.split,
-        "dataset fingerprint": provenance.dataset.fingerprint,
-        "teacher": provenance.teacher.spec,
-        "teacher weights sha256": provenance.teacher.weights_sha256,
-        "temperature": provenance.temperature,
-    }
 
 
 def _blocks(store: LabelStore, full: LabelStore | None) -> list[tuple[int, int]]:
@@ -268,7 +259,9 @@ def format_inspection(report: dict[str, Any]) -> str:
         f"uncompressed)",
         f"compression  {'n/a' if ratio is None else f'{ratio:.1f}x'} smaller than float32 full logits "
         f"({size['fp32_full_bytes_per_sample']} B/sample)",
-        f"teacher      accuracy {teacher['accuracy']:.2%}, mean entropy {teacher['mean_entropy']:.4f} nats, "
+        # A sampled store holds draws from the teacher, so its figures describe the drawn sample.
+        f"{'drawn sample' if report['encoding'] == 'sampled' else 'teacher':<12} "
+        f"accuracy {teacher['accuracy']:.2%}, mean entropy {teacher['mean_entropy']:.4f} nats, "
         f"mean confidence {teacher['mean_confidence']:.4f}, "
         f"ECE {teacher['ece']:.4f} ({teacher['ece_bins']} bins)",
     ]

@@ -7,10 +7,11 @@ version gets its own reader beside this one.
 
 from __future__ import annotations
 
+import functools
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import zarr
@@ -19,24 +20,23 @@ from softlabels.errors import (
     IncompleteStoreError,
     InvalidArgumentError,
     StoreFormatError,
-    StoreMismatchError,
     StoreNotFoundError,
+    UnknownNameError,
 )
-from softlabels.files import differences, folder_bytes
-from softlabels.format.encodings import Encoding, encoding_from_params
+from softlabels.files import folder_bytes
+from softlabels.format.encodings import Encoding, FieldSpec, stored_encoding
 from softlabels.format.schema import (
     ATTRIBUTE_KEY,
     FORMAT_VERSION,
+    SHARD_RUNS_ARRAY,
     SHARDS_DONE_ARRAY,
     TARGETS_ARRAY,
     Layout,
     Provenance,
     StoreHeader,
+    run_token,
 )
 from softlabels.store.arrays import ArrayHandles
-
-if TYPE_CHECKING:
-    from softlabels.sources import DatasetSource
 
 
 @dataclass(frozen=True)
@@ -67,7 +67,7 @@ def read_header(location: str, *, refuse_foreign: bool = False) -> StoreHeader:
     """
     if refuse_foreign and not (Path(location) / "zarr.json").exists():
         raise StoreFormatError(
-            f"{location} exists and is not a softlabels store; refusing to touch it (choose another --out)"
+            f"{location} exists and is not a softlabels store; refusing to touch it (choose another destination)"
         )
     group = _open_group(location)
     return StoreHeader.from_json(group.attrs.get(ATTRIBUTE_KEY), where=location)
@@ -79,9 +79,9 @@ class LabelStore:
     def __init__(self, location: str, group: Any, header: StoreHeader) -> None:
         self.location = location
         self.header = header
-        self.encoding: Encoding = encoding_from_params(header.layout.encoding, header.layout.encoding_params)
+        self.encoding, fields = _stored_encoding(header.layout, location)
         self._arrays = ArrayHandles(group, location)
-        self._field_names = tuple(spec.name for spec in self.encoding.fields(header.layout.num_classes))
+        self._field_names = tuple(spec.name for spec in fields)
 
     @property
     def layout(self) -> Layout:
@@ -107,12 +107,22 @@ class LabelStore:
     def temperature(self) -> float:
         return self.provenance.temperature
 
-    @property
+    @functools.cached_property
     def complete(self) -> bool:
-        return self.header.complete
+        """The header says complete and every shard was written by the header's run (never a mixed store)."""
+        return self.header.complete and bool(self.shards_done().all())
 
     def shards_done(self) -> np.ndarray:
-        return np.asarray(self._arrays[SHARDS_DONE_ARRAY][:], dtype=bool)
+        """Boolean mask over shards written by the run the header names (stores without run ids: all recorded)."""
+        shards = self.layout.num_shards
+        if self.header.run_id is None:  # made before run ids: no per-shard record to check
+            record = self._arrays.read([SHARDS_DONE_ARRAY], 0, shards)
+            return np.asarray(record[SHARDS_DONE_ARRAY], dtype=bool)
+        record = self._arrays.read([SHARDS_DONE_ARRAY, SHARD_RUNS_ARRAY], 0, shards)
+        written_by_this_run: np.ndarray = np.asarray(record[SHARDS_DONE_ARRAY], dtype=bool) & (
+            record[SHARD_RUNS_ARRAY] == run_token(self.header.run_id)
+        )
+        return written_by_this_run
 
     def read_rows(self, start: int, stop: int, *, raw: bool = False) -> LabelChunk:
         """Read rows ``[start, stop)``; callers pass chunk boundaries so no chunk is decoded twice.
@@ -121,12 +131,11 @@ class LabelStore:
         """
         if not 0 <= start <= stop <= self.num_rows:
             raise InvalidArgumentError(f"rows [{start}, {stop}) are outside the store's {self.num_rows} rows")
-        fields = {name: np.asarray(self._arrays[name][start:stop]) for name in self._field_names}
+        fields = self._arrays.read((*self._field_names, TARGETS_ARRAY), start, stop)
+        targets = fields.pop(TARGETS_ARRAY).astype(np.int64)
         if not raw:
             fields = self.encoding.decode(fields)
-        return LabelChunk(
-            start, stop, fields, np.asarray(self._arrays[TARGETS_ARRAY][start:stop], dtype=np.int64)
-        )
+        return LabelChunk(start, stop, fields, targets)
 
     def read_chunk(self, chunk: int) -> LabelChunk:
         if not 0 <= chunk < self.num_chunks:
@@ -136,38 +145,24 @@ class LabelStore:
     def read_all(self) -> LabelChunk:
         return self.read_rows(0, self.num_rows)
 
-    def check_matches(self, source: DatasetSource) -> None:
-        """Prove the store's rows belong to ``source``, sample for sample.
-
-        Raises:
-            StoreMismatchError: naming every property that differs.
-        """
-        stored = self.provenance.dataset
-        wanted = {
-            "split": source.split,
-            "number of samples": len(source),
-            "number of classes": source.num_classes,
-            "dataset fingerprint": source.fingerprint,
-        }
-        have = {
-            "split": stored.split,
-            "number of samples": stored.num_rows,
-            "number of classes": stored.num_classes,
-            "dataset fingerprint": stored.fingerprint,
-        }
-        found = differences(have, wanted, have_name="store", want_name="data")
-        if found:
-            raise StoreMismatchError(
-                f"{self.location} was made from other data than {source.spec} "
-                f"[{source.split}] ({'; '.join(found)})"
-            )
-
     def bytes_on_disk(self) -> int | None:
         """Total size of the store's files, or None when it is not a local folder."""
         root = Path(self.location)
         if not root.is_dir():
             return None
         return folder_bytes(root)
+
+
+def _stored_encoding(layout: Layout, where: str) -> tuple[Encoding, tuple[FieldSpec, ...]]:
+    """The encoding a store's layout records and the arrays it implies, or a header error naming them."""
+    try:
+        encoding = stored_encoding(layout.encoding, layout.encoding_params)
+        return encoding, encoding.fields(layout.num_classes)
+    except (UnknownNameError, InvalidArgumentError) as exc:
+        raise StoreFormatError(
+            f"{where} has a damaged softlabels header: layout.encoding '{layout.encoding}' with "
+            f"layout.encoding_params {layout.encoding_params} cannot be read ({exc})"
+        ) from exc
 
 
 _READERS: dict[int, type[LabelStore]] = {FORMAT_VERSION: LabelStore}

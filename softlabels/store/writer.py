@@ -5,25 +5,48 @@ renamed into place, so an interruption never leaves a half-made group behind. Ro
 written one shard at a time; a shard is recorded in the ``shards_done`` array (one chunk per
 shard, so concurrent writers never touch the same chunk) only after its rows are written. The
 header says ``complete`` only after every shard is recorded.
+
+Several runs may point at one store. Each store has a run id (made when it is created or
+overwritten) and each shard records the run id that wrote it (``shard_runs``). Runs coordinate
+through an advisory lock on a sibling file, ``.NAME.lock`` (``fcntl.flock``: the kernel drops it
+when a process dies, so a killed run never leaves it stuck, and it is never put inside a folder
+that is refused): creating, replacing and completing a store hold it exclusively, and writing a
+shard holds it shared after checking that the store still carries this run's id. A run whose store
+was overwritten therefore stops before writing a single row into its successor, two identical runs
+started together share the store (same run id, same bytes), and completion verifies every shard's
+run id, so a mixed store is never called complete.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
+import re
 import shutil
+import sys
 import uuid
-from dataclasses import dataclass
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import zarr
 
-from softlabels.errors import StoreMismatchError, StoreWriteError
+from softlabels.errors import StoreConflictError, StoreMismatchError, StoreNotFoundError, StoreWriteError
 from softlabels.files import folder_bytes
 from softlabels.format.encodings import Encoding, FieldSpec
 from softlabels.format.identity import Scope, mismatches, store_identity
-from softlabels.format.schema import ATTRIBUTE_KEY, SHARDS_DONE_ARRAY, TARGETS_ARRAY, StoreHeader
+from softlabels.format.schema import (
+    ATTRIBUTE_KEY,
+    SHARD_RUNS_ARRAY,
+    SHARDS_DONE_ARRAY,
+    TARGETS_ARRAY,
+    StoreHeader,
+    new_run_id,
+    run_token,
+)
 from softlabels.store.arrays import ArrayHandles
 from softlabels.store.codecs import checked_compressors
 from softlabels.store.reader import read_header
@@ -42,6 +65,7 @@ class WriteSummary:
     shards_written: int
     bytes_on_disk: int
     seconds: float
+    rows_written: int  # rows of the shards written this run (a resumed run skips the others)
 
     def describe_rows(self) -> str:
         """Rows, shards written this run (and already done before) and size on disk."""
@@ -54,13 +78,59 @@ class WriteSummary:
         )
 
 
+class StoreLock:
+    """The advisory lock of one store location, on the sibling file ``.NAME.lock``.
+
+    Each :meth:`hold` opens the file anew, so holders in one process (threads, dask tasks) and in
+    several processes all coordinate. The file is left in place: removing it would let two runs
+    lock two different files.
+    """
+
+    def __init__(self, store: Path) -> None:
+        self.store = store
+        self.path = store.with_name(f".{store.name}.lock")
+
+    @contextlib.contextmanager
+    def hold(self, *, exclusive: bool) -> Iterator[None]:
+        """Hold the lock (exclusive, or shared with other shard writers) for the ``with`` block.
+
+        Raises:
+            StoreWriteError: the lock file cannot be created (the destination is not writable).
+        """
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            handle = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise StoreWriteError(f"cannot write a store at {self.store}: {exc.strerror or exc}") from exc
+        try:
+            mode = fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH
+            try:
+                fcntl.flock(handle, mode | fcntl.LOCK_NB)
+            except BlockingIOError:
+                # Another run is creating, replacing or completing the store (or writing a shard): wait.
+                print(
+                    f"waiting for another run that is writing {self.store} ...", file=sys.stderr, flush=True
+                )
+                fcntl.flock(handle, mode)
+            yield
+        finally:
+            os.close(handle)  # releases the lock
+
+
 class StoreWriter:
-    """Writes shards into one store whose header is already on disk."""
+    """Writes shards into one store whose header (with its run id) is already on disk."""
 
     def __init__(self, path: Path, header: StoreHeader, encoding: Encoding) -> None:
+        if header.run_id is None:
+            raise StoreMismatchError(
+                f"{path} was made by a softlabels without run ids; it can be read but not resumed "
+                "(overwrite it to write it again)"
+            )
         self.path = path
         self.header = header
         self.encoding = encoding
+        self._token = run_token(header.run_id)
+        self._lock = StoreLock(path)
         self._group = zarr.open_group(str(path), mode="r+")
         self._arrays = ArrayHandles(self._group, str(path))
 
@@ -75,42 +145,111 @@ class StoreWriter:
             StoreWriteError: ``path`` cannot be written, or holds something that is not a store.
         """
         target = Path(path)
-        if _holds_anything(target):
-            existing = read_header(str(target), refuse_foreign=True)
-            if overwrite:
-                _remove_store(target)
-            else:
-                _refuse_mismatch(existing, header, target)
-                return cls(target, existing, encoding)
-        _create_atomically(target, header, encoding)
-        return cls(target, header, encoding)
+        if _holds_anything(target):  # refuse a foreign folder before a lock file is made beside it
+            read_header(str(target), refuse_foreign=True)
+        with StoreLock(target).hold(exclusive=True):
+            if _holds_anything(target):
+                existing = read_header(str(target), refuse_foreign=True)
+                if overwrite:
+                    _remove_store(target)
+                else:
+                    _refuse_mismatch(existing, header, target)
+                    _remove_partial_files(target)  # no shard writer runs while the lock is exclusive
+                    return cls(target, existing, encoding)
+            created = replace(header, run_id=new_run_id())
+            _create_atomically(target, created, encoding)
+            return cls(target, created, encoding)
 
     def shards_done(self) -> np.ndarray:
-        """Boolean mask over shards, read from the store."""
-        return np.asarray(self._arrays[SHARDS_DONE_ARRAY][:], dtype=bool)
+        """Boolean mask over shards that this run's id wrote, read from the store."""
+        done = np.asarray(self._arrays[SHARDS_DONE_ARRAY][:], dtype=bool)
+        ours: np.ndarray = done & (np.asarray(self._arrays[SHARD_RUNS_ARRAY][:]) == self._token)
+        return ours
 
     def pending_shards(self) -> list[int]:
         return np.flatnonzero(~self.shards_done()).tolist()
 
     def write_shard(self, shard: int, fields: dict[str, np.ndarray], targets: np.ndarray) -> None:
-        """Write every row of ``shard`` and then record it as done."""
+        """Write every row of ``shard`` and then record it as done by this run.
+
+        Raises:
+            StoreConflictError: the store was replaced (or removed) since this run opened it; nothing
+                was written.
+        """
         start, stop = self.header.layout.shard_bounds(shard)
-        for name, values in fields.items():
-            self._arrays[name][start:stop] = values
-        self._arrays[TARGETS_ARRAY][start:stop] = targets.astype(TARGETS_DTYPE, copy=False)
-        self._arrays[SHARDS_DONE_ARRAY][shard] = 1
+        with self._lock.hold(exclusive=False):
+            self._refuse_if_replaced()
+            writes: dict[str, tuple[int | slice, Any]] = {
+                **{name: (slice(start, stop), values) for name, values in fields.items()},
+                TARGETS_ARRAY: (slice(start, stop), targets.astype(TARGETS_DTYPE, copy=False)),
+                SHARD_RUNS_ARRAY: (shard, self._token),
+                SHARDS_DONE_ARRAY: (shard, 1),  # last: the shard counts as done only after its rows
+            }
+            for name, (where, values) in writes.items():
+                try:
+                    self._arrays[name][where] = values
+                except OSError as exc:
+                    raise shard_write_error(self.path / name, shard, exc) from exc
 
     def bytes_on_disk(self) -> int:
         return folder_bytes(self.path)
 
     def mark_complete(self) -> StoreHeader:
-        """Flag the store complete once every shard is recorded; returns the final header."""
-        missing = self.pending_shards()
-        if missing:
-            raise StoreWriteError(f"cannot complete {self.path}: shards {missing[:10]} are not written")
-        self.header = StoreHeader(layout=self.header.layout, provenance=self.header.provenance, complete=True)
-        self._group.attrs[ATTRIBUTE_KEY] = self.header.to_json()
-        return self.header
+        """Flag the store complete once every shard is recorded with this run's id; returns the final header.
+
+        Raises:
+            StoreWriteError: a shard is not written, or was written by another run.
+            StoreConflictError: the store was replaced since this run opened it.
+        """
+        with self._lock.hold(exclusive=True):
+            self._refuse_if_replaced()
+            missing = self.pending_shards()
+            if missing:
+                raise StoreWriteError(
+                    f"cannot complete {self.path}: shards {missing[:10]} are not written by this run"
+                )
+            self.header = replace(self.header, complete=True)
+            self._group.attrs[ATTRIBUTE_KEY] = self.header.to_json()
+            return self.header
+
+    def _refuse_if_replaced(self) -> None:
+        """Fencing: stop unless the store on disk is still the one this run writes (same run id)."""
+        try:
+            current = read_header(str(self.path)).run_id
+        except StoreNotFoundError as exc:
+            raise StoreConflictError(f"{self.path} was removed while this run was writing it") from exc
+        if current != self.header.run_id:
+            raise StoreConflictError(
+                f"{self.path} was replaced by another run (run id {current}) while this run "
+                f"(run id {self.header.run_id}) was writing it; this run stopped without writing into it"
+            )
+
+
+def shard_write_error(array: Path, shard: int, error: OSError) -> StoreWriteError:
+    """A one-line error for a failed write into ``array``: the file at fault, the system's reason, what to do."""
+    where = _PARTIAL_SUFFIX.sub("", str(error.filename)) if error.filename else str(array)
+    return StoreWriteError(
+        f"cannot write {where}: {error.strerror or error} (shard {shard} of {array.parent} is not recorded; "
+        "make room or fix the path, then run the same command again to finish the store)"
+    )
+
+
+# zarr >= 3.1.3 writes a local chunk to KEY.<32 hex digits>.partial and renames it to KEY.
+_PARTIAL_SUFFIX = re.compile(r"\.[0-9a-f]{32}\.partial$")
+
+
+def _remove_partial_files(store: Path) -> None:
+    """Delete the half-written chunk files a killed writer left behind (they are never read)."""
+    for leftover in store.rglob("*.partial"):
+        if _PARTIAL_SUFFIX.search(leftover.name) and leftover.is_file():
+            try:
+                leftover.unlink()
+            except FileNotFoundError:
+                continue
+            except OSError as exc:
+                raise StoreWriteError(
+                    f"cannot remove the leftover {leftover}: {exc.strerror or exc}"
+                ) from exc
 
 
 def _holds_anything(path: Path) -> bool:
@@ -126,7 +265,7 @@ def _refuse_mismatch(existing: StoreHeader, wanted: StoreHeader, path: Path) -> 
     )
     if found:
         raise StoreMismatchError(
-            f"{path} was made with other settings ({'; '.join(found)}); pass --overwrite to replace it"
+            f"{path} was made with other settings ({'; '.join(found)}); set overwrite to replace it"
         )
 
 
@@ -158,14 +297,15 @@ def _create_layout(path: Path, header: StoreHeader, encoding: Encoding) -> None:
     group = zarr.open_group(str(path), mode="w-", attributes={ATTRIBUTE_KEY: header.to_json()})
     for spec in (*encoding.fields(layout.num_classes), FieldSpec(TARGETS_ARRAY, (), TARGETS_DTYPE)):
         _create_row_array(group, spec, layout.num_rows, layout.chunk_rows)
-    group.create_array(
-        SHARDS_DONE_ARRAY,
-        shape=(layout.num_shards,),
-        chunks=(1,),
-        dtype="uint8",
-        fill_value=0,
-        compressors=None,
-    )
+    for name, dtype in ((SHARDS_DONE_ARRAY, "uint8"), (SHARD_RUNS_ARRAY, "uint64")):
+        group.create_array(
+            name,
+            shape=(layout.num_shards,),
+            chunks=(1,),  # one chunk per shard: shard writers never share a chunk
+            dtype=dtype,
+            fill_value=0,
+            compressors=None,
+        )
 
 
 def _create_row_array(group: Any, spec: FieldSpec, num_rows: int, chunk_rows: int) -> None:

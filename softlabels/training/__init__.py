@@ -1,25 +1,34 @@
-"""Training loops (students from stored labels, teachers from hard labels), KD losses and run folders."""
+"""Training loops (students from stored labels, teachers from hard labels), KD losses and run folders.
 
-from softlabels.training.losses import distillation_loss, kd_loss, retemper, sampled_kd_loss, topk_kd_loss
-from softlabels.training.train import (
-    EpochMetrics,
-    TeacherConfig,
-    TrainConfig,
-    TrainSummary,
-    train_student,
-    train_teacher,
-)
+Names are imported lazily, so that the torch-free :mod:`softlabels.training.config` (which the
+CLI imports to check its arguments) does not pull torch in through this package.
+"""
 
-__all__ = [
-    "EpochMetrics",
-    "TeacherConfig",
-    "TrainConfig",
-    "TrainSummary",
-    "distillation_loss",
-    "kd_loss",
-    "retemper",
-    "sampled_kd_loss",
-    "topk_kd_loss",
-    "train_student",
-    "train_teacher",
-]
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_LAZY = {
+    "EpochMetrics": "softlabels.training.config",
+    "LoopConfig": "softlabels.training.config",
+    "TeacherConfig": "softlabels.training.config",
+    "TrainConfig": "softlabels.training.config",
+    "TrainSummary": "softlabels.training.config",
+    "distillation_loss": "softlabels.training.losses",
+    "kd_loss": "softlabels.training.losses",
+    "retemper": "softlabels.training.losses",
+    "sampled_kd_loss": "softlabels.training.losses",
+    "topk_kd_loss": "softlabels.training.losses",
+    "train_student": "softlabels.training.train",
+    "train_teacher": "softlabels.training.train",
+}
+
+__all__ = list(_LAZY)
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'softlabels.training' has no attribute '{name}'")
+    return getattr(importlib.import_module(module), name)

@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from softlabels.errors import InvalidArgumentError, UnknownNameError
+from softlabels.format.encodings.topk import topk_target
 
 __all__ = [
     "ENCODINGS",
@@ -45,8 +46,10 @@ ENCODINGS: tuple[str, ...] = ("full", "topk", "sampled")
 RESIDUAL_RULES: tuple[str, ...] = ("uniform", "renormalize")
 """Ways :func:`topk_kd_loss` treats the probability mass of the classes a top-k row dropped."""
 
-_TOPK_FIELDS = ("values", "indices", "log_normalizer")
+_TOPK_FIELDS = ("values", "indices")  # values: kept log-probabilities, as decoded
 _SAMPLED_FIELDS = ("indices", "counts")
+KEPT_MASS_TOLERANCE = 1e-3
+"""How far above 1 the kept mass of top-k rows may be (float rounding) before they are refused."""
 
 
 def retemper(stored_rows: Tensor, stored_temperature: float, new_temperature: float) -> Tensor:
@@ -110,9 +113,8 @@ def kd_loss(
 
 def topk_kd_loss(
     student_logits: Tensor,
-    values: Tensor,
+    log_probs: Tensor,
     indices: Tensor,
-    log_normalizer: Tensor,
     targets: Tensor | None = None,
     *,
     temperature: float,
@@ -121,30 +123,29 @@ def topk_kd_loss(
 ) -> Tensor:
     """Distillation loss against top-k stored rows.
 
-    Each row keeps the ``K`` largest entries of the stored row ``r = z / T``: ``values[b, j] =
-    r[b, indices[b, j]]``, plus ``log_normalizer[b] = logsumexp(r[b])`` over all ``C`` classes, so
-    the kept teacher probabilities are exactly ``p_j = exp(values[b, j] - log_normalizer[b])``
-    and the residual mass is ``max(0, 1 - sum_j p_j)``.
+    Each row keeps the ``K`` most probable classes of the teacher at temperature ``T``:
+    ``log_probs[b, j] = log p[b, indices[b, j]]``, the ``values`` that
+    :meth:`~softlabels.format.encodings.TopKEncoding.decode` returns (kept mass at most 1, so
+    the residual mass ``1 - sum_j exp(log_probs[b, j])`` is never negative).
 
     Residual rules:
 
     * ``"uniform"``: the residual mass is spread evenly over the ``C - K`` classes that were not
-      kept, giving a dense teacher distribution over all ``C`` classes, and the loss is the full
-      ``KL(teacher || softmax(student_logits / T))`` over ``C`` classes. With ``K == C`` there
-      is no residual and the loss equals :func:`kd_loss` on the full rows.
-    * ``"renormalize"``: the kept probabilities are rescaled to sum to 1 (i.e.
-      ``softmax(values)``), the student's tempered softmax is restricted to the same ``K``
-      classes and renormalised over them, and the loss is the KL between the two over the ``K``
-      kept classes only; ``log_normalizer`` is not used.
+      kept, giving a dense teacher distribution over all ``C`` classes
+      (:func:`~softlabels.format.encodings.topk_target`, the same one ``inspect`` reconstructs),
+      and the loss is the full ``KL(teacher || softmax(student_logits / T))`` over ``C`` classes.
+      With ``K == C`` there is no residual and the loss equals :func:`kd_loss` on the full rows.
+    * ``"renormalize"``: the kept probabilities are rescaled to sum to 1, the student's tempered
+      softmax is restricted to the same ``K`` classes and renormalised over them, and the loss is
+      the KL between the two over the ``K`` kept classes only.
 
     Either KL is multiplied by ``T**2`` and ``alpha``, plus ``(1 - alpha) * CE(student_logits,
     targets)``, averaged over the batch.
 
     Args:
         student_logits: Raw student logits ``[B, C]``.
-        values: Kept stored-row entries ``[B, K]`` (already divided by ``T``), ``1 <= K <= C``.
+        log_probs: Log-probabilities of the kept classes ``[B, K]``, ``1 <= K <= C``.
         indices: Their classes ``[B, K]``, any integer dtype, distinct within a row, any order.
-        log_normalizer: ``logsumexp`` of each full stored row, ``[B]``.
         targets: Integer class labels ``[B]``; required when ``alpha < 1``.
         temperature: Distillation temperature ``T > 0`` (the one the rows were stored at).
         alpha: Weight of the distillation term, in ``[0, 1]``.
@@ -154,17 +155,17 @@ def topk_kd_loss(
         The batch-mean loss as a 0-d tensor.
 
     Raises:
-        InvalidArgumentError: On a bad shape, dtype, index, temperature, alpha or missing
-            targets.
+        InvalidArgumentError: On a bad shape, dtype, index, temperature, alpha, missing targets,
+            or kept probabilities that sum to more than 1 (raw logits passed as log-probabilities).
         UnknownNameError: If ``residual`` is not one of :data:`RESIDUAL_RULES`.
     """
     student, hard_targets = _checked_inputs(student_logits, targets, temperature, alpha, residual=residual)
-    kept_rows, kept_classes, normalizer = _topk_fields(values, indices, log_normalizer, student)
+    kept_log_probs, kept_classes = _topk_fields(log_probs, indices, student)
     scaled_student = student / temperature
     if residual == "uniform":
-        kl = _uniform_residual_kl(scaled_student, kept_rows, kept_classes, normalizer)
+        kl = _uniform_residual_kl(scaled_student, kept_log_probs, kept_classes)
     else:
-        kl = _renormalized_kl(scaled_student, kept_rows, kept_classes)
+        kl = _renormalized_kl(scaled_student, kept_log_probs, kept_classes)
     return _blend(kl * temperature**2, student, hard_targets, alpha)
 
 
@@ -228,8 +229,9 @@ def distillation_loss(
     Args:
         student_logits: Raw student logits ``[B, C]``.
         labels: The batch's soft labels: for ``"full"`` a ``[B, C]`` tensor of stored rows or a
-            mapping with key ``"logits"``; for ``"topk"`` a mapping with keys ``"values"``,
-            ``"indices"``, ``"log_normalizer"``; for ``"sampled"`` a mapping with keys
+            mapping with key ``"logits"``; for ``"topk"`` a mapping with keys ``"values"`` (the
+            kept log-probabilities, as :meth:`TopKEncoding.decode` returns them) and
+            ``"indices"``; for ``"sampled"`` a mapping with keys
             ``"indices"``, ``"counts"``. Other keys are ignored.
         targets: Integer class labels ``[B]`` or None; required when ``alpha < 1``.
         encoding: One of :data:`ENCODINGS`.
@@ -255,7 +257,6 @@ def distillation_loss(
             student_logits,
             topk["values"],
             topk["indices"],
-            topk["log_normalizer"],
             targets,
             temperature=temperature,
             alpha=alpha,
@@ -302,46 +303,44 @@ def _blend(distill: Tensor, student: Tensor, hard_targets: Tensor | None, alpha:
     return alpha * distill + (1.0 - alpha) * F.cross_entropy(student, hard_targets)
 
 
-def _uniform_residual_kl(
-    scaled_student: Tensor, kept_rows: Tensor, kept_classes: Tensor, normalizer: Tensor
-) -> Tensor:
+def _uniform_residual_kl(scaled_student: Tensor, kept_log_probs: Tensor, kept_classes: Tensor) -> Tensor:
     batch, num_classes = scaled_student.shape
-    num_kept = kept_classes.shape[1]
-    kept_probs = torch.exp(kept_rows - normalizer.unsqueeze(1))
-    if num_kept == num_classes:
-        share = kept_probs.new_zeros(batch, 1)
-    else:
-        # Rounding in a low-precision store can push the kept mass slightly above 1.
-        residual = (1.0 - kept_probs.sum(dim=1, keepdim=True)).clamp(min=0.0)
-        share = residual / (num_classes - num_kept)
+    kept_probs, share = topk_target(kept_log_probs, num_classes, torch)
     teacher_probs = share.expand(batch, num_classes).contiguous().scatter(1, kept_classes, kept_probs)
     # A probability (not log) target: classes with zero mass contribute 0 instead of NaN.
     return F.kl_div(F.log_softmax(scaled_student, dim=1), teacher_probs, reduction="batchmean")
 
 
-def _renormalized_kl(scaled_student: Tensor, kept_rows: Tensor, kept_classes: Tensor) -> Tensor:
-    log_p = F.log_softmax(kept_rows, dim=1)
+def _renormalized_kl(scaled_student: Tensor, kept_log_probs: Tensor, kept_classes: Tensor) -> Tensor:
+    log_p = F.log_softmax(kept_log_probs, dim=1)
     log_q = F.log_softmax(scaled_student.gather(1, kept_classes), dim=1)
     return F.kl_div(log_q, log_p, log_target=True, reduction="batchmean")
 
 
-def _topk_fields(
-    values: Tensor, indices: Tensor, log_normalizer: Tensor, student: Tensor
-) -> tuple[Tensor, Tensor, Tensor]:
+def _topk_fields(log_probs: Tensor, indices: Tensor, student: Tensor) -> tuple[Tensor, Tensor]:
     batch, num_classes = student.shape
-    kept_rows = _teacher_floats(values, "values", student)
-    if kept_rows.ndim != 2 or kept_rows.shape[0] != batch or not 1 <= kept_rows.shape[1] <= num_classes:
+    kept_log_probs = _teacher_floats(log_probs, "log_probs", student)
+    if (
+        kept_log_probs.ndim != 2
+        or kept_log_probs.shape[0] != batch
+        or not 1 <= kept_log_probs.shape[1] <= num_classes
+    ):
         raise InvalidArgumentError(
-            f"values must have shape (B, K) with B = {batch} and 1 <= K <= C = {num_classes}, "
-            f"got {tuple(kept_rows.shape)}"
+            f"log_probs must have shape (B, K) with B = {batch} and 1 <= K <= C = {num_classes}, "
+            f"got {tuple(kept_log_probs.shape)}"
         )
     kept_classes = _class_indices(indices, "indices", student)
-    _check_shape(kept_classes, tuple(kept_rows.shape), "indices")
+    _check_shape(kept_classes, tuple(kept_log_probs.shape), "indices")
     _check_class_range(kept_classes, num_classes, "indices")
     _check_distinct_per_row(kept_classes, "indices")
-    normalizer = _teacher_floats(log_normalizer, "log_normalizer", student)
-    _check_shape(normalizer, (batch,), "log_normalizer")
-    return kept_rows, kept_classes, normalizer
+    kept_mass = torch.exp(kept_log_probs).sum(dim=1)
+    too_much = (kept_mass > 1.0 + KEPT_MASS_TOLERANCE).nonzero().flatten()[:5].tolist()
+    if too_much:
+        raise InvalidArgumentError(
+            f"log_probs of rows {too_much} keep a probability mass above 1 "
+            f"({kept_mass[too_much[0]].item():.4f}); pass log-probabilities (decoded top-k values), not logits"
+        )
+    return kept_log_probs, kept_classes
 
 
 def _sampled_fields(indices: Tensor, counts: Tensor, student: Tensor) -> tuple[Tensor, Tensor]:

@@ -10,15 +10,14 @@ continues after the last complete epoch and ends with the weights an uninterrupt
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import sys
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -26,205 +25,29 @@ from torch.optim import SGD, AdamW, Optimizer
 from torch.optim.lr_scheduler import CosineAnnealingLR
 from torch.utils.data import DataLoader
 
-from softlabels.errors import DataError, InvalidArgumentError, UnknownNameError
+from softlabels import defaults
+from softlabels.errors import DataError, Interrupted, InvalidArgumentError, UnknownNameError
 from softlabels.format.identity import Scope, store_identity
-from softlabels.runtime import autocast, check_precision, resolve_device, seed_everything
+from softlabels.format.schema import StoreHeader
+from softlabels.progress import Progress
+from softlabels.progress import progress as show_progress
+from softlabels.runtime import autocast, resolve_device, seed_everything
 from softlabels.sources import DatasetSource, ModelSource, load_dataset, load_model, save_checkpoint
-from softlabels.streaming.dataset import DEFAULT_BUFFER_CHUNKS, Labels, SoftLabelDataset
+from softlabels.streaming.dataset import Labels, SoftLabelDataset
+from softlabels.streaming.loader import Batch, SoftLabelLoader
+from softlabels.streaming.plan import SeedStream, derive_seed
+from softlabels.training.config import EpochMetrics, LoopConfig, TeacherConfig, TrainConfig, TrainSummary
 from softlabels.training.losses import ENCODINGS, distillation_loss, retemper
 from softlabels.training.run_dir import (
     RUN_FILES,
     TrainState,
     load_state,
-    locked_run_dir,
-    prepare_run_dir,
+    open_run_dir,
     save_state,
     write_json,
 )
 
-__all__ = [
-    "DEFAULT_ALPHA",
-    "DEFAULT_LR",
-    "OPTIMIZERS",
-    "EpochMetrics",
-    "TeacherConfig",
-    "TrainConfig",
-    "TrainSummary",
-    "train_student",
-    "train_teacher",
-]
-
-OPTIMIZERS = ("sgd", "adamw")
-DEFAULT_LR = {"sgd": 0.05, "adamw": 1e-3}
-DEFAULT_ALPHA = 0.9
-"""Weight of the distillation term: mostly teacher, with a little hard-label cross-entropy to anchor."""
-
-SGD_MOMENTUM = 0.9
-# Where a run writes and how it reports, never what it computes: a moved run folder still resumes.
-_RUN_ONLY_FIELDS = frozenset({"out", "overwrite", "progress", "command"})
-
-
-@dataclass(frozen=True, kw_only=True)
-class LoopConfig:
-    """Settings shared by student and teacher training; field names mirror the CLI options."""
-
-    dataset: str
-    out: str
-    epochs: int
-    split: str = "train"
-    val_split: str = "test"
-    data_root: str | None = None
-    batch_size: int = 128
-    optimizer: str = "sgd"
-    lr: float | None = None
-    weight_decay: float = 5e-4
-    num_workers: int = 0
-    device: str = "auto"
-    precision: str = "fp32"
-    seed: int = 0
-    augment: bool = False
-    overwrite: bool = False
-    progress: bool = True
-    command: str | None = None
-
-    def __post_init__(self) -> None:
-        _require_at_least("--epochs", self.epochs, 1)
-        _require_at_least("--batch-size", self.batch_size, 1)
-        _require_at_least("--num-workers", self.num_workers, 0)
-        _require_at_least("--seed", self.seed, 0)
-        if self.optimizer not in OPTIMIZERS:
-            raise UnknownNameError(f"unknown optimizer '{self.optimizer}'; known: {', '.join(OPTIMIZERS)}")
-        if self.lr is not None and not (math.isfinite(self.lr) and self.lr > 0):
-            raise InvalidArgumentError(f"--lr must be a positive number, got {self.lr}")
-        if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
-            raise InvalidArgumentError(f"--weight-decay must be a number >= 0, got {self.weight_decay}")
-        if self.split == self.val_split:
-            raise InvalidArgumentError(
-                f"--val-split must be a held-out split, not the training split '{self.split}'"
-            )
-        check_precision(self.precision)
-
-    @property
-    def learning_rate(self) -> float:
-        """``lr``, or the optimizer's default (0.05 for SGD, 1e-3 for AdamW)."""
-        return self.lr if self.lr is not None else DEFAULT_LR[self.optimizer]
-
-    def to_json(self) -> dict[str, Any]:
-        """The settings that decide the run's results, as recorded in ``config.json``."""
-        return {
-            item.name: getattr(self, item.name)
-            for item in dataclasses.fields(self)
-            if item.name not in _RUN_ONLY_FIELDS
-        }
-
-
-@dataclass(frozen=True, kw_only=True)
-class TrainConfig(LoopConfig):
-    """Everything ``softlabels train-student`` takes.
-
-    ``labels`` may be omitted only with ``no_kd``: the hard-label baseline then streams the raw
-    data in the order a default store of it would have, so the comparison stays fair. ``alpha``
-    defaults to :data:`DEFAULT_ALPHA` and ``temperature`` to the store's own.
-    """
-
-    student: str
-    labels: str | None = None
-    student_weights: str | None = None
-    alpha: float | None = None
-    temperature: float | None = None
-    no_kd: bool = False
-    buffer_chunks: int = DEFAULT_BUFFER_CHUNKS
-    memory_budget_mb: int = 256
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        if self.no_kd:
-            for option, value in (("--alpha", self.alpha), ("--temperature", self.temperature)):
-                if value is not None:
-                    raise InvalidArgumentError(f"{option} has no effect with --no-kd (hard labels only)")
-        elif self.labels is None:
-            raise InvalidArgumentError("--labels is required unless --no-kd trains on hard labels only")
-        if self.alpha is not None and not (math.isfinite(self.alpha) and 0.0 <= self.alpha <= 1.0):
-            raise InvalidArgumentError(f"--alpha must be a number in [0, 1], got {self.alpha}")
-        if self.temperature is not None and not (math.isfinite(self.temperature) and self.temperature > 0):
-            raise InvalidArgumentError(f"--temperature must be a positive number, got {self.temperature}")
-        _require_at_least("--buffer-chunks", self.buffer_chunks, 1)
-        _require_at_least("--memory-budget-mb", self.memory_budget_mb, 0)
-
-    @property
-    def distillation_weight(self) -> float:
-        return self.alpha if self.alpha is not None else DEFAULT_ALPHA
-
-
-@dataclass(frozen=True, kw_only=True)
-class TeacherConfig(LoopConfig):
-    """Everything ``softlabels train-teacher`` takes; ``teacher_weights`` starts from trained weights."""
-
-    teacher: str
-    teacher_weights: str | None = None
-
-
-@dataclass(frozen=True)
-class EpochMetrics:
-    """One row of ``metrics.json``; ``epoch`` counts from 1 and ``lr`` is the rate used in it."""
-
-    epoch: int
-    train_loss: float
-    val_loss: float
-    val_accuracy: float
-    seconds: float
-    lr: float
-
-    def to_json(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-
-@dataclass(frozen=True)
-class TrainSummary:
-    """What a training run produced; also written to ``summary.json``.
-
-    Attributes:
-        kind: ``student`` or ``teacher``.
-        out: The run directory.
-        best_val_accuracy: Best validation accuracy over all epochs (the weights in ``best.pt``).
-        best_epoch: Its epoch (from 1).
-        final_val_accuracy: Validation accuracy after the last epoch (the weights in ``final.pt``).
-        epochs_run: Epochs trained by this call (fewer than the total after a resume).
-        resumed_after: Epochs that were already complete when this call started.
-        seconds: Wall time of this call.
-        metrics: Every epoch's metrics, from the first.
-    """
-
-    kind: str
-    out: str
-    best_val_accuracy: float
-    best_epoch: int
-    final_val_accuracy: float
-    epochs_run: int
-    resumed_after: int
-    seconds: float
-    metrics: tuple[EpochMetrics, ...]
-
-    @property
-    def final_weights(self) -> str:
-        return str(Path(self.out) / RUN_FILES.final)
-
-    @property
-    def best_weights(self) -> str:
-        return str(Path(self.out) / RUN_FILES.best)
-
-    def to_json(self) -> dict[str, Any]:
-        document = dataclasses.asdict(self)
-        document.update(final_weights=self.final_weights, best_weights=self.best_weights)
-        return document
-
-    def describe(self) -> str:
-        resumed = f", resumed after epoch {self.resumed_after}" if self.resumed_after else ""
-        return (
-            f"Best validation accuracy {self.best_val_accuracy:.2%} (epoch {self.best_epoch}); final "
-            f"{self.final_val_accuracy:.2%} after {len(self.metrics)} epochs ({self.epochs_run} this run"
-            f"{resumed}, {self.seconds:.1f} s). Weights: {self.final_weights}, best: {self.best_weights}."
-        )
+__all__ = ["evaluate", "load_job_model", "train_student", "train_teacher"]
 
 
 class _Loss(Protocol):
@@ -263,6 +86,7 @@ class _Job:
 
     kind: str
     config: LoopConfig
+    device: torch.device
     model: ModelSource
     train_data: SoftLabelDataset
     val_source: DatasetSource
@@ -276,8 +100,10 @@ def train_student(config: TrainConfig) -> TrainSummary:
     Raises:
         StoreMismatchError: The store was made from other data.
         IncompleteStoreError: The store is not complete.
-        InvalidArgumentError: ``--out`` holds a run with other settings, or an option is unusable
-            with this store (e.g. ``--temperature`` on a top-k store).
+        InvalidArgumentError: A setting is unusable with this store (e.g. another temperature
+            for a top-k store).
+        RunDirectoryError: ``out`` holds a run with other settings or inputs, or other files;
+            it is then left as it was (and not created when it did not exist).
     """
     train_data = SoftLabelDataset(
         config.labels,
@@ -320,21 +146,40 @@ def _prepare(
     weights: str | None,
     loss: _Loss,
 ) -> _Job:
-    """Load the validation data and the model (seeded), and describe the run for ``config.json``."""
+    """Load the validation data and the model (seeded), and describe the run for ``config.json``.
+
+    The description is what a resume must match: the settings with every default resolved, and
+    the inputs by content (fingerprints, sha256, the store's identity); where the inputs live is
+    recorded apart (``locations``) and never compared.
+    """
+    device = resolve_device(config.device)
     val_source = _validation_source(config, train_data.source)
     seed_everything(config.seed)
     model = load_job_model(model_spec, train_data.source, weights=weights, role=kind)
     header = train_data.header
+    settings = config.settings()
+    settings["device"] = device.type  # "auto" as what it chose; the GPU's index does not change results
+    if isinstance(loss, _DistillationLoss):
+        settings["temperature"] = loss.temperature
     inputs = {
         "train data": train_data.source.fingerprint,
+        "train preprocessing": train_data.source.preprocessing,
         "validation data": val_source.fingerprint,
+        "validation preprocessing": val_source.preprocessing,
         "initial weights sha256": model.weights_sha256,
-        "labels": None
-        if header is None
-        else {**store_identity(header, Scope.RESUME), "created": header.provenance.created},
+        "labels": None if header is None else _store_inputs(header),
     }
-    description = {"config": config.to_json(), "inputs": inputs}
-    return _Job(kind, config, model, train_data, val_source, loss, description)
+    description = {"config": settings, "inputs": inputs, "locations": config.locations()}
+    return _Job(kind, config, device, model, train_data, val_source, loss, description)
+
+
+def _store_inputs(header: StoreHeader) -> dict[str, Any]:
+    """What identifies a store's labels: its identity, and which run made them when (a remade store differs)."""
+    return {
+        **store_identity(header, Scope.RESUME),
+        "run id": header.run_id,
+        "created": header.provenance.created,
+    }
 
 
 def _student_loss(config: TrainConfig, train_data: SoftLabelDataset) -> _Loss:
@@ -348,7 +193,7 @@ def _student_loss(config: TrainConfig, train_data: SoftLabelDataset) -> _Loss:
     temperature = config.temperature if config.temperature is not None else stored_temperature
     if encoding != "full" and temperature != stored_temperature:
         raise InvalidArgumentError(
-            f"--temperature {temperature:g} differs from the store's {stored_temperature:g}: "
+            f"temperature {temperature:g} differs from the store's {stored_temperature:g}: "
             f"only full stores can be re-tempered, {encoding} rows are fixed"
         )
     return _DistillationLoss(encoding, stored_temperature, temperature, config.distillation_weight)
@@ -381,12 +226,17 @@ def load_job_model(spec: str, source: DatasetSource, *, weights: str | None, rol
 
 def _run(job: _Job) -> TrainSummary:
     started = time.perf_counter()
-    device = resolve_device(job.config.device)
-    with locked_run_dir(Path(job.config.out)):
-        trainer = _Trainer(job, device)
+    with open_run_dir(Path(job.config.out), job.kind, job.description, overwrite=job.config.overwrite):
+        trainer = _Trainer(job, job.device)
         resumed_after = trainer.progress.epochs_done
-        for epoch in range(resumed_after, job.config.epochs):
-            trainer.finish_epoch(trainer.train_and_validate(epoch))
+        try:
+            for epoch in range(resumed_after, job.config.epochs):
+                trainer.finish_epoch(trainer.train_and_validate(epoch))
+        except KeyboardInterrupt:
+            what = f"{trainer.progress.epochs_done} of {job.config.epochs} epochs in {trainer.out}"
+            raise Interrupted(f"interrupted: kept {what}; re-run the same command to resume", what) from None
+        finally:
+            trainer.train_loader.close()
         # A finished run keeps its final.pt untouched: stores made from it record its sha256.
         if resumed_after < job.config.epochs or not (trainer.out / RUN_FILES.final).exists():
             trainer.save_weights(RUN_FILES.final)
@@ -403,7 +253,6 @@ class _Trainer:
         self.config = job.config
         self.out = Path(self.config.out)
         self.device = device
-        prepare_run_dir(self.out, job.kind, job.description, overwrite=self.config.overwrite)
         self.model = job.model.module.to(self.device)
         self.optimizer = _optimizer(self.config, self.model)
         self.scheduler = CosineAnnealingLR(self.optimizer, T_max=self.config.epochs)
@@ -419,7 +268,15 @@ class _Trainer:
             shuffle=False,
             num_workers=self.config.num_workers,
             pin_memory=self.device.type == "cuda",
-            generator=_epoch_generator(self.config.seed, self.config.epochs),
+            generator=_validation_generator(self.config.seed),
+        )
+        # Built once: its workers persist across epochs and load raw inputs only, and the labels
+        # stay in this process (read once per run when they fit the memory budget).
+        self.train_loader = SoftLabelLoader(
+            job.train_data,
+            self.config.batch_size,
+            num_workers=self.config.num_workers,
+            pin_memory=self.device.type == "cuda",
         )
 
     def train_and_validate(self, epoch: int) -> EpochMetrics:
@@ -427,19 +284,11 @@ class _Trainer:
         started = time.perf_counter()
         lr = float(self.optimizer.param_groups[0]["lr"])
         self.job.train_data.set_epoch(epoch)
-        # A per-epoch generator fixes the workers' seeds (random augmentation), leaving the global RNG alone.
-        loader = DataLoader(
-            self.job.train_data,
-            batch_size=self.config.batch_size,
-            num_workers=self.config.num_workers,
-            pin_memory=self.device.type == "cuda",
-            generator=_epoch_generator(self.config.seed, epoch),
-        )
         with _progress_bar(self.job, epoch) as bar:
-            train_loss = self._train_epoch(loader, bar)
+            train_loss = self._train_epoch(self.train_loader, bar)
         if not math.isfinite(train_loss):
             raise InvalidArgumentError(
-                f"the training loss became {train_loss} in epoch {epoch + 1}; try a lower --lr"
+                f"the training loss became {train_loss} in epoch {epoch + 1}; try a lower learning rate"
             )
         val_loss, val_accuracy = evaluate(self.model, self.val_loader, self.device, self.config.precision)
         self.scheduler.step()
@@ -505,7 +354,7 @@ class _Trainer:
             metrics=tuple(EpochMetrics(**row) for row in progress.metrics),
         )
 
-    def _train_epoch(self, loader: DataLoader[Any], bar: Any) -> float:
+    def _train_epoch(self, loader: Iterable[Batch], bar: Any) -> float:
         """One pass over the training data; returns the mean loss per sample."""
         self.model.train()
         loss_sum = torch.zeros((), dtype=torch.float64, device=self.device)
@@ -564,16 +413,17 @@ def _optimizer(config: LoopConfig, model: nn.Module) -> Optimizer:
         return SGD(
             model.parameters(),
             lr=config.learning_rate,
-            momentum=SGD_MOMENTUM,
+            momentum=defaults.SGD_MOMENTUM,
             nesterov=True,
             weight_decay=config.weight_decay,
         )
     return AdamW(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
 
 
-def _epoch_generator(seed: int, epoch: int) -> torch.Generator:
+def _validation_generator(seed: int) -> torch.Generator:
+    """The validation DataLoader's own generator, so that it never draws on the global random state."""
     generator = torch.Generator()
-    generator.manual_seed(int(np.random.SeedSequence([seed, epoch]).generate_state(1, dtype=np.uint64)[0]))
+    generator.manual_seed(derive_seed(seed, 0, SeedStream.VALIDATION_LOADER))
     return generator
 
 
@@ -590,18 +440,13 @@ def _rng_state(device: torch.device) -> dict[str, Any]:
     return state
 
 
-def _progress_bar(job: _Job, epoch: int) -> Any:
-    from tqdm import tqdm
-
-    # disable=None hides the bar when stderr is not a terminal (batch jobs, CI logs).
-    return tqdm(
-        total=len(job.train_data),
-        unit="sample",
-        unit_scale=True,
-        leave=False,
-        dynamic_ncols=True,
+def _progress_bar(job: _Job, epoch: int) -> Progress:
+    # A bar on a terminal, a plain line every 30 s in a log file.
+    return show_progress(
+        len(job.train_data),
         desc=f"{job.kind} epoch {epoch + 1}/{job.config.epochs}",
-        disable=None if job.config.progress else True,
+        leave=False,
+        enabled=job.config.progress,
     )
 
 
@@ -609,8 +454,3 @@ def _report(line: str) -> None:
     from tqdm import tqdm
 
     tqdm.write(line, file=sys.stderr)
-
-
-def _require_at_least(option: str, value: int, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise InvalidArgumentError(f"{option} must be an integer >= {minimum}, got {value!r}")

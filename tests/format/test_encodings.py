@@ -10,7 +10,7 @@ import pytest
 import torch
 from synthetic_stores import write_synthetic_store
 
-from softlabels.errors import InvalidArgumentError, UnknownNameError
+from softlabels.errors import InvalidArgumentError, InvalidSettingError, UnknownNameError
 from softlabels.format.encodings import (
     VALUE_DTYPES,
     Encoding,
@@ -18,11 +18,9 @@ from softlabels.format.encodings import (
     SampledEncoding,
     TopKEncoding,
     bfloat16_bits_to_float32,
-    build_encoding,
     count_dtype,
     encoding_from_params,
     float32_to_bfloat16_bits,
-    format_options,
     index_dtype,
     softmax,
 )
@@ -91,17 +89,21 @@ def test_full_round_trip_decodes_to_float32(rows: np.ndarray, dtype: str, tolera
 # ---- top-k -----------------------------------------------------------------------------------
 
 
-def test_topk_keeps_largest_values_with_exact_normaliser(rows: np.ndarray) -> None:
+def test_topk_keeps_log_probabilities_of_the_largest_with_exact_normaliser(rows: np.ndarray) -> None:
     encoding = TopKEncoding(3, "float32")
     stored = encoding.encode(rows, 0)
     assert stored["indices"].dtype == np.uint8 and stored["log_normalizer"].dtype == np.float32
+    assert encoding.params() == {"k": 3, "dtype": "float32", "values": "logprobs"}
     for row, values, indices, normalizer in zip(
         rows, stored["values"], stored["indices"], stored["log_normalizer"], strict=True
     ):
         expected = np.argsort(-row, kind="stable")[:3]
         np.testing.assert_array_equal(indices, expected)
-        np.testing.assert_array_equal(values, row[expected])
-        assert normalizer == pytest.approx(np.log(np.exp(row.astype(np.float64)).sum()), rel=1e-6)
+        exact = np.log(np.exp(row.astype(np.float64)).sum())
+        assert normalizer == pytest.approx(exact, rel=1e-6)
+        log_probs = row[expected].astype(np.float64) - exact
+        np.testing.assert_allclose(values, log_probs, rtol=1e-6, atol=1e-6)
+        assert (values.astype(np.float64) <= log_probs).all()  # rounded toward -inf
 
 
 def test_topk_ties_resolve_by_class_index() -> None:
@@ -120,8 +122,12 @@ def test_topk_fields_match_specs_and_decode_for_the_losses(rows: np.ndarray, dty
     decoded = encoding.decode(stored)
     assert set(decoded) == {"values", "indices", "log_normalizer"}
     assert decoded["values"].dtype == np.float32 and decoded["indices"].dtype == np.int64
-    kept = np.take_along_axis(rows, decoded["indices"], axis=1)
-    np.testing.assert_allclose(decoded["values"], kept, atol=0.05 * np.abs(rows).max())
+    log_probs = np.log(softmax(rows))
+    kept = np.take_along_axis(log_probs, decoded["indices"], axis=1)
+    np.testing.assert_allclose(decoded["values"], kept, atol=0.05 * np.abs(log_probs).max())
+    assert (np.exp(decoded["values"].astype(np.float64)).sum(axis=1) <= 1.0 + 1e-9).all()
+    if dtype != "int8":  # floats round each value toward -inf; int8 lowers the row's offset instead
+        assert (decoded["values"].astype(np.float64) <= kept).all()
 
 
 def test_topk_reconstruction_matches_dense_hand_computation(rows: np.ndarray) -> None:
@@ -273,22 +279,24 @@ def test_store_round_trip(tmp_path: Path, rows: np.ndarray, encoding: Encoding) 
 
 def test_k_larger_than_the_classes_is_refused(rows: np.ndarray) -> None:
     encoding = TopKEncoding(CLASSES + 1)
-    with pytest.raises(InvalidArgumentError, match="--k 8 exceeds the number of classes \\(7\\)"):
+    with pytest.raises(InvalidSettingError, match="^k = 8 exceeds the number of classes \\(7\\)") as raised:
         encoding.fields(CLASSES)
-    with pytest.raises(InvalidArgumentError, match="--k 8 exceeds"):
+    assert raised.value.setting == "k"
+    with pytest.raises(InvalidSettingError, match="k = 8 exceeds"):
         encoding.encode(rows, 0)
 
 
 @pytest.mark.parametrize(
     "name, params, message",
     [
-        ("topk", {"k": 0}, "--k must be >= 1"),
-        ("topk", {"k": 2.5}, "--k must be an integer"),
-        ("topk", {"k": 2, "dtype": "int4"}, "dtype 'int4' is not one of"),
-        ("sampled", {"samples": 0}, "--samples must be >= 1"),
-        ("sampled", {"samples": 4, "seed": -1}, "--seed must be in"),
-        ("sampled", {"samples": 4, "dtype": "int8"}, "--dtype int8 does not apply to format sampled"),
-        ("full", {"dtype": "float64"}, "dtype 'float64' is not one of"),
+        ("topk", {"k": 0}, "^k must be >= 1"),
+        ("topk", {"k": 2.5}, "^k must be an integer"),
+        ("topk", {"k": 2, "dtype": "int4"}, "^value dtype 'int4' is not one of"),
+        ("topk", {"k": 2, "values": "probs"}, "top-k values 'probs' is not one of"),
+        ("sampled", {"samples": 0}, "^samples must be >= 1"),
+        ("sampled", {"samples": 4, "seed": -1}, "^seed must be in"),
+        ("sampled", {"samples": 4, "dtype": "int8"}, "^value dtype int8 does not apply to format sampled"),
+        ("full", {"dtype": "float64"}, "^value dtype 'float64' is not one of"),
         ("topk", {"samples": 3}, "bad parameters"),
     ],
 )
@@ -299,19 +307,10 @@ def test_impossible_arguments_are_refused(name: str, params: dict[str, object], 
 
 def test_unknown_format_is_refused() -> None:
     with pytest.raises(UnknownNameError, match="'dense'; known formats: full, sampled, topk"):
-        build_encoding("dense")
+        encoding_from_params("dense", {})
 
 
-def test_format_options_name_the_switch() -> None:
-    assert format_options("topk", k=3, samples=None, seed=0) == {"k": 3}
-    assert format_options("sampled", k=None, samples=4, seed=9) == {"samples": 4, "seed": 9}
-    with pytest.raises(InvalidArgumentError, match="--to topk needs --k"):
-        format_options("topk", k=None, samples=None, seed=0, option="--to")
-    with pytest.raises(InvalidArgumentError, match="--k applies only to --format topk"):
-        format_options("sampled", k=3, samples=4, seed=0)
-
-
-def test_build_encoding_accepts_the_default_dtype_for_sampled() -> None:
-    encoding = build_encoding("sampled", dtype="float16", samples=4, seed=1)
+def test_sampled_accepts_the_default_dtype() -> None:
+    encoding = encoding_from_params("sampled", {"dtype": "float16", "samples": 4, "seed": 1})
     assert encoding.params() == {"samples": 4, "seed": 1}
     assert encoding_from_params("sampled", encoding.params()).params() == encoding.params()

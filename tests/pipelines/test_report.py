@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
+
+import pytest
 
 from softlabels.pipelines.report import (
     PipelineReport,
@@ -18,17 +21,20 @@ from softlabels.pipelines.report import (
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
-def student(name: str, model: str, kd: bool, accuracy: float) -> StudentResult:
+def student(
+    name: str, model: str, kd: bool, accuracy: float, curve: tuple[float, ...] | None = None
+) -> StudentResult:
+    curve = (0.5, 0.7, accuracy) if curve is None else curve
     return StudentResult(
         name=name,
         model=model,
         kd=kd,
         alpha=0.9 if kd else None,
         temperature=4.0 if kd else None,
-        epochs=3,
+        epochs=len(curve),
         accuracy=accuracy,
-        best_accuracy=accuracy,
-        curve=(0.5, 0.7, accuracy),
+        best_accuracy=max(curve),
+        curve=curve,
         out=f"out/students/{name}",
         weights=f"out/students/{name}/final.pt",
         stage=StageResult("trained", 1.25),
@@ -98,3 +104,33 @@ def test_plotting_leaves_no_figure_open(tmp_path: Path) -> None:
 
     write_report(make_report(tmp_path))
     assert pyplot.get_fignums() == []
+
+
+def test_table_shows_final_and_best_accuracy_and_counts_epochs_in_words(tmp_path: Path) -> None:
+    report = dataclasses.replace(
+        make_report(tmp_path),
+        students=(
+            student("kd", "mlp", True, 0.90, curve=(0.80, 0.93, 0.90)),
+            student("base", "mlp", False, 0.85, curve=(0.85,)),
+        ),
+    )
+    lines = format_table(report).splitlines()
+    header = next(line for line in lines if line.startswith("stage"))
+    assert header.split()[2:6] == ["final", "acc.", "best", "acc."]
+    kd = next(line for line in lines if line.startswith("student kd"))
+    assert kd.split()[3:5] == ["90.00%", "93.00%"] and "trained, 3 epochs" in kd
+    base = next(line for line in lines if line.startswith("student base"))
+    assert "trained, 1 epoch," in base and "1 epochs" not in base
+
+
+@pytest.mark.parametrize("epochs, students", [(1, 2), (3, 2), (30, 2), (100, 5)])
+def test_plots_of_short_and_long_runs_are_written(tmp_path: Path, epochs: int, students: int) -> None:
+    # Looked at by eye for these shapes: integer epoch ticks, legend below the panels, bars per student.
+    names = ["kd", "base", "kd2", "base2", "kd3"][:students]
+    curve = tuple(0.5 + 0.4 * (epoch + 1) / epochs for epoch in range(epochs))
+    report = dataclasses.replace(
+        make_report(tmp_path),
+        students=tuple(student(name, "mlp", name.startswith("kd"), curve[-1], curve=curve) for name in names),
+    )
+    _, png_path = write_report(report)
+    assert png_path.read_bytes().startswith(PNG_MAGIC)

@@ -68,11 +68,19 @@ def test_default_pipeline_compares_a_kd_student_with_a_same_model_baseline() -> 
     }
 
 
-def test_cifar10_pipeline_unpacks_the_shared_archive_into_an_image_folder() -> None:
+def test_cifar10_pipeline_takes_its_archive_from_softlabels_datasets(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SOFTLABELS_DATASETS", "/data/archives")
+    monkeypatch.setenv("HOME", "/home/someone")
     spec = load_pipeline(PIPELINES / "cifar10.toml")
-    assert spec.dataset.spec == "imagefolder" and spec.dataset.archive is not None
+    assert spec.dataset.spec == "imagefolder" and spec.dataset.archive == "/data/archives/cifar10-jpeg.tar.gz"
+    assert spec.dataset.root == "/home/someone/.cache/softlabels/cifar10"
     assert spec.dataset.source_spec == f"imagefolder:{spec.dataset.root}"
-    assert spec.dataset.archive.endswith("shared/datasets/cifar10-jpeg.tar.gz")
+    monkeypatch.delenv("SOFTLABELS_DATASETS")
+    # Unset, the variable stays as written; the input check names it when the archive is needed.
+    assert (
+        load_pipeline(PIPELINES / "cifar10.toml").dataset.archive
+        == "$SOFTLABELS_DATASETS/cifar10-jpeg.tar.gz"
+    )
     assert {student.kd for student in spec.students} == {True, False}
     root = load_pipeline(PIPELINES / "cifar10.toml", overrides=["dataset.root=/data/cifar"]).dataset.root
     assert root == "/data/cifar"
@@ -113,18 +121,18 @@ def test_wrong_type_names_file_key_expectation_and_value() -> None:
 
 def test_a_bad_override_is_named_as_such() -> None:
     assert error_of(MINIMAL, "students.kd.epochs=0") == (
-        "x.toml: --set students.kd.epochs: expected an integer >= 1, got 0"
+        "x.toml: override students.kd.epochs: expected an integer >= 1, got 0"
     )
     assert (
         error_of(MINIMAL, "teacher.model.x=1")
-        == "x.toml: --set teacher.model.x: teacher.model is not a table"
+        == "x.toml: override teacher.model.x: teacher.model is not a table"
     )
 
 
 def test_unknown_key_lists_the_allowed_ones() -> None:
     message = error_of(MINIMAL, "students.kd.epoch=3")
     assert message.startswith(
-        "x.toml: --set students.kd.epoch: unknown key; allowed keys in [students.kd]: model, "
+        "x.toml: override students.kd.epoch: unknown key; allowed keys in [students.kd]: model, "
     )
     assert "epochs" in message and "alpha" in message
     assert error_of(MINIMAL + "\n[extra]\n").startswith(

@@ -102,6 +102,34 @@ def test_unusable_weight_files(tmp_path: Path) -> None:
         read_weights(newer)
 
 
+@pytest.mark.parametrize(
+    "content, found",
+    [
+        (b"ideas for the next run\n", "found a text file"),
+        (b"", "found an empty file"),
+        (bytes(range(256)) * 4, "found 1024 bytes that are not a torch.save file"),
+    ],
+    ids=["text", "empty", "binary"],
+)
+def test_foreign_weight_files_say_what_a_weights_file_must_be(
+    tmp_path: Path, content: bytes, found: str
+) -> None:
+    path = tmp_path / "afile.txt"
+    path.write_bytes(content)
+    with pytest.raises(WeightsError) as raised:
+        read_weights(path)
+    message = str(raised.value)
+    assert "a PyTorch state_dict or a softlabels checkpoint saved with torch.save" in message
+    assert found in message and "KeyError" not in message and "\n" not in message
+
+
+def test_a_torch_file_of_another_kind_says_what_it_holds(tmp_path: Path) -> None:
+    path = tmp_path / "list.pt"
+    torch.save([torch.zeros(1)], path)
+    with pytest.raises(WeightsError, match="found a list"):
+        read_weights(path)
+
+
 def test_checkpoint_extra_must_be_plain(tmp_path: Path) -> None:
     model = build_model("mlp", num_classes=3, in_channels=1)
     with pytest.raises(WeightsError, match=r"extra\['loss'\] is a float64"):

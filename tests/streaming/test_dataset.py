@@ -1,4 +1,4 @@
-"""SoftLabelDataset: chunk-aware epoch plans, streamed rows, worker splits and refusal of foreign stores."""
+"""SoftLabelDataset iterated sample by sample: stored rows, worker splits, the memory budget, refusal of foreign stores."""
 
 from __future__ import annotations
 
@@ -6,7 +6,6 @@ import os
 import pickle
 from collections import Counter
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytest
@@ -15,93 +14,13 @@ from PIL import Image
 from student_helpers import row_coded_logits, write_store
 from torch.utils.data import DataLoader
 
+import softlabels.streaming.labels as labels_module
 from softlabels.errors import DataError, IncompleteStoreError, InvalidArgumentError, StoreMismatchError
 from softlabels.format.encodings import SampledEncoding, TopKEncoding
 from softlabels.sources import DatasetSource, load_dataset
 from softlabels.store import FullEncoding, LabelStore, default_chunk_rows, open_store
-from softlabels.streaming.dataset import EpochPlan, SoftLabelDataset
-
-ROWS, CHUNK = 1000, 64  # 16 chunks, the last one short (40 rows)
-
-
-def visited(plan: EpochPlan, epoch: int, num_parts: int) -> list[np.ndarray]:
-    return [plan.rows(epoch, part, num_parts) for part in range(num_parts)]
-
-
-# ------------------------------------------------------------------------------------------- plans
-
-
-@pytest.mark.parametrize("whole", [False, True])
-@pytest.mark.parametrize("shuffle", [False, True])
-@pytest.mark.parametrize("num_parts", [1, 3, 20])
-def test_plan_visits_every_row_exactly_once(whole: bool, shuffle: bool, num_parts: int) -> None:
-    plan = EpochPlan(ROWS, CHUNK, seed=5, shuffle=shuffle, buffer_chunks=3, whole=whole)
-    for epoch in range(3):
-        rows = np.concatenate(visited(plan, epoch, num_parts))
-        np.testing.assert_array_equal(np.sort(rows), np.arange(ROWS))
-
-
-def test_plan_is_reproducible_and_changes_between_epochs() -> None:
-    plan = EpochPlan(ROWS, CHUNK, seed=1)
-    np.testing.assert_array_equal(plan.rows(0), EpochPlan(ROWS, CHUNK, seed=1).rows(0))
-    assert not np.array_equal(plan.rows(0), plan.rows(1))
-    assert not np.array_equal(plan.rows(0), EpochPlan(ROWS, CHUNK, seed=2).rows(0))
-    assert not np.array_equal(plan.chunk_order(0), plan.chunk_order(1))
-
-
-def test_plan_without_shuffle_keeps_store_order() -> None:
-    np.testing.assert_array_equal(EpochPlan(ROWS, CHUNK, shuffle=False).rows(4), np.arange(ROWS))
-
-
-def test_streaming_blocks_are_whole_chunks_shuffled_within_a_buffer() -> None:
-    plan = EpochPlan(ROWS, CHUNK, seed=3, buffer_chunks=4)
-    blocks = plan.blocks(0)
-    assert len(blocks) == 4  # 16 chunks in buffers of 4
-    order = plan.chunk_order(0).tolist()
-    for index, block in enumerate(blocks):
-        chunks = sorted(order[index * 4 : (index + 1) * 4])
-        rows = np.concatenate([np.arange(*plan.chunk_bounds(c)) for c in chunks])
-        assert [start % CHUNK for start, _ in block.ranges] == [0] * len(block.ranges)
-        np.testing.assert_array_equal(np.sort(block.rows), rows)  # exactly the block's chunks...
-        assert not np.array_equal(block.rows, rows)  # ...in a shuffled order
-        np.testing.assert_array_equal(rows[block.positions()], block.rows)
-
-
-def test_adjacent_chunks_are_read_as_one_range() -> None:
-    block = EpochPlan(ROWS, CHUNK, shuffle=False, buffer_chunks=16).blocks(0)[0]
-    assert block.ranges == ((0, ROWS),)
-
-
-def test_rank_share_does_not_depend_on_the_number_of_workers() -> None:
-    plan = EpochPlan(ROWS, CHUNK, seed=9, buffer_chunks=2)
-    for world_size in (2, 3):
-        for rank in range(world_size):
-            alone = set(plan.rows(1, rank, world_size).tolist())
-            for workers in (2, 4):
-                # Worker w of rank r reads part r + world_size * w of world_size * workers.
-                split = [plan.rows(1, rank + world_size * w, world_size * workers) for w in range(workers)]
-                together = np.concatenate(split).tolist()
-                assert len(together) == len(alone) and set(together) == alone
-
-
-@pytest.mark.parametrize(
-    "arguments",
-    [
-        {"num_rows": 0, "chunk_rows": 4},
-        {"num_rows": 5, "chunk_rows": 0},
-        {"num_rows": 5, "chunk_rows": 4, "buffer_chunks": 0},
-        {"num_rows": 5, "chunk_rows": 4, "seed": -1},
-    ],
-)
-def test_plan_refuses_bad_settings(arguments: dict[str, Any]) -> None:
-    with pytest.raises(InvalidArgumentError):
-        EpochPlan(**arguments)
-
-
-def test_plan_refuses_a_missing_reader() -> None:
-    with pytest.raises(InvalidArgumentError, match="reader 2 of 2"):
-        EpochPlan(ROWS, CHUNK).blocks(0, 2, 2)
-
+from softlabels.streaming.dataset import SoftLabelDataset
+from softlabels.streaming.labels import decoded_row_bytes
 
 # ------------------------------------------------------------------------------- streamed samples
 
@@ -197,9 +116,10 @@ def test_labels_are_read_by_whole_chunks(
 def test_pickled_dataset_carries_no_store_handle(digits_store: Path, digits_train: DatasetSource) -> None:
     dataset = SoftLabelDataset(digits_store, digits_train)
     collect(dataset)  # opens the store and loads the labels in this process
-    state = pickle.loads(pickle.dumps(dataset)).__dict__
-    assert state["_process"] is None
-    assert not any(isinstance(value, LabelStore) for value in state.values())
+    copy = pickle.loads(pickle.dumps(dataset))
+    assert copy.stored_labels is not None and copy.stored_labels.held_bytes == 0
+    assert not any(isinstance(value, LabelStore) for value in vars(copy.stored_labels).values())
+    assert copy.stored_labels._process.store is None
     assert len(collect(pickle.loads(pickle.dumps(dataset)))) == len(digits_train)  # reopens on demand
 
 
@@ -244,6 +164,58 @@ def test_without_a_store_the_order_is_that_of_a_default_store(
         without = SoftLabelDataset(None, digits_train, seed=2, memory_budget_bytes=budget)
         assert with_store.plan == without.plan and with_store.in_memory == without.in_memory
         np.testing.assert_array_equal(with_store.plan.rows(3), without.plan.rows(3))
+
+
+# ------------------------------------------------------------------------------------ memory budget
+
+
+@pytest.mark.parametrize(
+    ("encoding", "num_classes", "row_bytes"),
+    [
+        (FullEncoding("float16"), 10, 10 * 4 + 8),  # 20 bytes stored
+        (FullEncoding("int8"), 1000, 1000 * 4 + 8),  # 1,008 bytes stored
+        (TopKEncoding(3, "float16"), 100, 3 * 4 + 3 * 8 + 4 + 8),  # values, indices, normalizer, target
+        (SampledEncoding(samples=8, seed=0), 100, 8 * 8 + 8 * 4 + 8),  # indices, counts, target
+    ],
+)
+def test_decoded_row_bytes_count_what_the_losses_get(
+    encoding: FullEncoding | TopKEncoding | SampledEncoding, num_classes: int, row_bytes: int
+) -> None:
+    assert decoded_row_bytes(encoding, num_classes) == row_bytes
+
+
+def test_memory_budget_counts_decoded_labels_not_stored_bytes(
+    tmp_path: Path, digits_train: DatasetSource
+) -> None:
+    path = write_store(tmp_path / "f16.zarr", digits_train, encoding=FullEncoding("float16"))
+    stored_bytes = FullEncoding("float16").bytes_per_row(10) * len(digits_train)
+    held = open_store(path).read_all()
+    decoded_bytes = sum(values.nbytes for values in held.fields.values()) + held.targets.nbytes
+    assert decoded_bytes > 2 * stored_bytes
+    assert not SoftLabelDataset(path, digits_train, memory_budget_bytes=stored_bytes).in_memory
+    fits = SoftLabelDataset(path, digits_train, memory_budget_bytes=decoded_bytes)
+    assert fits.in_memory and fits.label_bytes == decoded_bytes
+    collect(fits)
+    assert fits.stored_labels is not None and fits.stored_labels.held_bytes == decoded_bytes
+
+
+def test_held_labels_are_filled_a_few_whole_chunks_at_a_time(
+    digits_store: Path, digits_train: DatasetSource, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The raw and decoded copies of the whole store never coexist while labels are loaded."""
+    reads: list[tuple[int, int]] = []
+    original = LabelStore.read_rows
+
+    def recording(self: LabelStore, start: int, stop: int, **options: bool) -> object:
+        reads.append((start, stop))
+        return original(self, start, stop, **options)
+
+    monkeypatch.setattr(LabelStore, "read_rows", recording)
+    monkeypatch.setattr(labels_module, "HOLD_READ_BYTES", 3 * 64 * 40)  # three chunks of 64 float32 rows
+    dataset = SoftLabelDataset(digits_store, digits_train)
+    collect(dataset)  # every row checked against the store
+    rows = len(digits_train)
+    assert reads == [(start, min(start + 192, rows)) for start in range(0, rows, 192)]
 
 
 # ------------------------------------------------------------------------------------------ refusals

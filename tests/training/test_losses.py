@@ -56,12 +56,10 @@ def ref_kd(
     return mix(rows, student, targets, alpha)
 
 
-def ref_topk_uniform(
-    student: np.ndarray, values: np.ndarray, indices: np.ndarray, lognorm: np.ndarray, t: float
-) -> float:
+def ref_topk_uniform(student: np.ndarray, log_probs: np.ndarray, indices: np.ndarray, t: float) -> float:
     rows = []
-    for s, vals, idx, z in zip(student, values, indices, lognorm, strict=False):
-        kept = {int(c): math.exp(v - z) for v, c in zip(vals, idx, strict=False)}
+    for s, vals, idx in zip(student, log_probs, indices, strict=False):
+        kept = {int(c): math.exp(v) for v, c in zip(vals, idx, strict=False)}
         residual = max(0.0, 1.0 - sum(kept.values()))
         others = CLASSES - len(kept)
         p = np.array([kept.get(c, residual / others if others else 0.0) for c in range(CLASSES)])
@@ -108,9 +106,10 @@ def labels(gen: torch.Generator, batch: int = BATCH) -> torch.Tensor:
     return torch.randint(0, CLASSES, (batch,), generator=gen)
 
 
-def topk_fields(stored: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def topk_fields(stored: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The kept log-probabilities and classes of the ``k`` most probable classes (decoded top-k rows)."""
     values, indices = stored.topk(k, dim=1)
-    return values, indices, stored.logsumexp(dim=1)
+    return values - stored.logsumexp(dim=1, keepdim=True), indices
 
 
 def close(actual: torch.Tensor, expected: float, rel: float = 1e-9) -> bool:
@@ -193,51 +192,54 @@ def test_topk_with_all_classes_equals_kd_loss(gen: torch.Generator, residual: st
 @pytest.mark.parametrize("temperature", [1.0, 4.0])
 def test_topk_uniform_matches_reference(gen: torch.Generator, temperature: float) -> None:
     student, stored = logits(gen), logits(gen) / temperature
-    values, indices, lognorm = topk_fields(stored, 3)
-    loss = topk_kd_loss(student, values, indices, lognorm, temperature=temperature)
-    expected = ref_topk_uniform(
-        student.numpy(), values.numpy(), indices.numpy(), lognorm.numpy(), temperature
-    )
+    log_probs, indices = topk_fields(stored, 3)
+    loss = topk_kd_loss(student, log_probs, indices, temperature=temperature)
+    expected = ref_topk_uniform(student.numpy(), log_probs.numpy(), indices.numpy(), temperature)
     assert close(loss, expected)
 
 
 @pytest.mark.parametrize("temperature", [1.0, 4.0])
 def test_topk_renormalize_matches_reference(gen: torch.Generator, temperature: float) -> None:
     student, stored = logits(gen), logits(gen) / temperature
-    values, indices, lognorm = topk_fields(stored, 3)
-    loss = topk_kd_loss(student, values, indices, lognorm, temperature=temperature, residual="renormalize")
-    assert close(loss, ref_topk_renormalize(student.numpy(), values.numpy(), indices.numpy(), temperature))
+    log_probs, indices = topk_fields(stored, 3)
+    loss = topk_kd_loss(student, log_probs, indices, temperature=temperature, residual="renormalize")
+    assert close(loss, ref_topk_renormalize(student.numpy(), log_probs.numpy(), indices.numpy(), temperature))
 
 
 def test_topk_mixes_in_cross_entropy(gen: torch.Generator) -> None:
     student, stored, targets = logits(gen), logits(gen), labels(gen)
-    values, indices, lognorm = topk_fields(stored, 2)
-    loss = topk_kd_loss(student, values, indices, lognorm, targets, temperature=2.0, alpha=0.25)
-    kd = ref_topk_uniform(student.numpy(), values.numpy(), indices.numpy(), lognorm.numpy(), 2.0)
+    log_probs, indices = topk_fields(stored, 2)
+    loss = topk_kd_loss(student, log_probs, indices, targets, temperature=2.0, alpha=0.25)
+    kd = ref_topk_uniform(student.numpy(), log_probs.numpy(), indices.numpy(), 2.0)
     assert close(loss, 0.25 * kd + 0.75 * hard_ce(student.numpy(), targets.numpy()))
 
 
 def test_topk_residual_is_clamped_at_zero(gen: torch.Generator) -> None:
     student, stored = logits(gen), logits(gen)
-    values, indices, lognorm = topk_fields(stored, 3)
-    too_small = lognorm - 0.5  # as if rounding made the kept mass exceed 1
-    loss = topk_kd_loss(student, values, indices, too_small, temperature=1.0)
-    assert close(
-        loss, ref_topk_uniform(student.numpy(), values.numpy(), indices.numpy(), too_small.numpy(), 1.0)
-    )
+    log_probs, indices = topk_fields(stored, 3)
+    # As if float rounding left the kept mass a little above 1 (within the tolerance).
+    over_one = log_probs - torch.exp(log_probs).sum(dim=1, keepdim=True).log() + math.log(1.0005)
+    loss = topk_kd_loss(student, over_one, indices, temperature=1.0)
+    assert close(loss, ref_topk_uniform(student.numpy(), over_one.numpy(), indices.numpy(), 1.0))
+
+
+def test_topk_refuses_rows_that_keep_more_than_all_the_mass(gen: torch.Generator) -> None:
+    stored = logits(gen)
+    raw_values, indices = stored.topk(3, dim=1)  # logits, not log-probabilities
+    with pytest.raises(InvalidArgumentError, match="keep a probability mass above 1.*not logits"):
+        topk_kd_loss(logits(gen), raw_values.abs() + 1.0, indices, temperature=1.0)
 
 
 @pytest.mark.parametrize("residual", RESIDUAL_RULES)
 def test_topk_accepts_uint8_indices_in_any_order(gen: torch.Generator, residual: str) -> None:
     student, stored = logits(gen), logits(gen)
-    values, indices, lognorm = topk_fields(stored, 4)
-    expected = topk_kd_loss(student, values, indices, lognorm, temperature=2.0, residual=residual)
+    log_probs, indices = topk_fields(stored, 4)
+    expected = topk_kd_loss(student, log_probs, indices, temperature=2.0, residual=residual)
     order = torch.tensor([2, 0, 3, 1])
     shuffled = topk_kd_loss(
         student,
-        values[:, order],
+        log_probs[:, order],
         indices[:, order].to(torch.uint8),
-        lognorm,
         temperature=2.0,
         residual=residual,
     )
@@ -294,8 +296,8 @@ def _loss_by_encoding(encoding: str, student: torch.Tensor, stored: torch.Tensor
     if encoding == "full":
         return kd_loss(student, stored, temperature=2.0)
     if encoding == "topk":
-        values, indices, lognorm = topk_fields(stored, 3)
-        return topk_kd_loss(student, values, indices, lognorm, temperature=2.0)
+        log_probs, indices = topk_fields(stored, 3)
+        return topk_kd_loss(student, log_probs, indices, temperature=2.0)
     counts = torch.ones(BATCH, 2, dtype=torch.float64, requires_grad=True)
     return sampled_kd_loss(student, torch.zeros(BATCH, 2, dtype=torch.long), counts, temperature=2.0)
 
@@ -321,9 +323,9 @@ def test_gradient_matches_softmax_difference(gen: torch.Generator) -> None:
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_labels_read_on_the_cpu_follow_a_cuda_student(gen: torch.Generator) -> None:
     student, stored, targets = logits(gen), logits(gen), labels(gen)
-    values, indices, lognorm = topk_fields(stored, 3)
-    on_cpu = topk_kd_loss(student, values, indices, lognorm, targets, temperature=2.0, alpha=0.5)
-    on_gpu = topk_kd_loss(student.cuda(), values, indices, lognorm, targets, temperature=2.0, alpha=0.5)
+    log_probs, indices = topk_fields(stored, 3)
+    on_cpu = topk_kd_loss(student, log_probs, indices, targets, temperature=2.0, alpha=0.5)
+    on_gpu = topk_kd_loss(student.cuda(), log_probs, indices, targets, temperature=2.0, alpha=0.5)
     assert on_gpu.device.type == "cuda"
     assert close(on_gpu.cpu(), on_cpu.item())
 
@@ -333,9 +335,9 @@ def test_labels_read_on_the_cpu_follow_a_cuda_student(gen: torch.Generator) -> N
 
 def test_distillation_loss_dispatches_by_encoding(gen: torch.Generator) -> None:
     student, stored, targets = logits(gen), logits(gen), labels(gen)
-    values, indices, lognorm = topk_fields(stored, 3)
+    log_probs, indices = topk_fields(stored, 3)
     counts = torch.ones(BATCH, 3, dtype=torch.long)
-    topk_labels = {"values": values, "indices": indices, "log_normalizer": lognorm}
+    topk_labels = {"values": log_probs, "indices": indices, "log_normalizer": torch.zeros(BATCH)}
 
     def dispatched(
         soft: torch.Tensor | dict[str, torch.Tensor], encoding: str, residual: str = "uniform"
@@ -349,7 +351,7 @@ def test_distillation_loss_dispatches_by_encoding(gen: torch.Generator) -> None:
     assert dispatched(stored, "full") == dispatched({"logits": stored}, "full") == full
     for residual in RESIDUAL_RULES:
         topk = topk_kd_loss(
-            student, values, indices, lognorm, targets, temperature=2.0, alpha=0.5, residual=residual
+            student, log_probs, indices, targets, temperature=2.0, alpha=0.5, residual=residual
         )
         assert dispatched(topk_labels, "topk", residual) == topk.item()
     sampled = sampled_kd_loss(student, indices, counts, targets, temperature=2.0, alpha=0.5)
@@ -361,9 +363,8 @@ def test_distillation_loss_dispatches_by_encoding(gen: torch.Generator) -> None:
 _S = torch.zeros(2, 4)
 _T = torch.zeros(2, 4)
 _Y = torch.tensor([0, 3])
-_V = torch.zeros(2, 2)
+_V = torch.full((2, 2), math.log(0.25))  # kept log-probabilities (mass 0.5)
 _I = torch.tensor([[0, 1], [2, 3]])
-_Z = torch.zeros(2)
 _C = torch.ones(2, 2)
 
 INVALID: dict[str, Callable[[], object]] = {
@@ -388,28 +389,24 @@ INVALID: dict[str, Callable[[], object]] = {
     "targets negative": lambda: kd_loss(_S, _T, torch.tensor([-1, 0]), temperature=1.0, alpha=0.5),
     "retemper stored temperature": lambda: retemper(_T, 0.0, 1.0),
     "retemper new temperature": lambda: retemper(_T, 1.0, -2.0),
-    "topk values 1-d": lambda: topk_kd_loss(_S, torch.zeros(2), _I, _Z, temperature=1.0),
+    "topk values 1-d": lambda: topk_kd_loss(_S, torch.zeros(2), _I, temperature=1.0),
     "topk K above C": lambda: topk_kd_loss(
-        _S, torch.zeros(2, 5), torch.zeros(2, 5, dtype=torch.long), _Z, temperature=1.0
+        _S, torch.zeros(2, 5), torch.zeros(2, 5, dtype=torch.long), temperature=1.0
     ),
     "topk K zero": lambda: topk_kd_loss(
-        _S, torch.zeros(2, 0), torch.zeros(2, 0, dtype=torch.long), _Z, temperature=1.0
+        _S, torch.zeros(2, 0), torch.zeros(2, 0, dtype=torch.long), temperature=1.0
     ),
     "topk batch mismatch": lambda: topk_kd_loss(
-        _S, torch.zeros(3, 2), torch.zeros(3, 2, dtype=torch.long), _Z, temperature=1.0
+        _S, torch.zeros(3, 2), torch.zeros(3, 2, dtype=torch.long), temperature=1.0
     ),
-    "topk indices shape": lambda: topk_kd_loss(
-        _S, _V, torch.tensor([[0, 1, 2], [0, 1, 2]]), _Z, temperature=1.0
-    ),
-    "topk indices float": lambda: topk_kd_loss(_S, _V, _I.float(), _Z, temperature=1.0),
+    "topk indices shape": lambda: topk_kd_loss(_S, _V, torch.tensor([[0, 1, 2], [0, 1, 2]]), temperature=1.0),
+    "topk indices float": lambda: topk_kd_loss(_S, _V, _I.float(), temperature=1.0),
     "topk indices out of range": lambda: topk_kd_loss(
-        _S, _V, torch.tensor([[0, 4], [1, 2]]), _Z, temperature=1.0
+        _S, _V, torch.tensor([[0, 4], [1, 2]]), temperature=1.0
     ),
-    "topk indices repeated": lambda: topk_kd_loss(
-        _S, _V, torch.tensor([[1, 1], [1, 2]]), _Z, temperature=1.0
-    ),
-    "topk log_normalizer shape": lambda: topk_kd_loss(_S, _V, _I, torch.zeros(2, 1), temperature=1.0),
-    "topk values integer": lambda: topk_kd_loss(_S, _I, _I, _Z, temperature=1.0),
+    "topk indices repeated": lambda: topk_kd_loss(_S, _V, torch.tensor([[1, 1], [1, 2]]), temperature=1.0),
+    "topk raw logits (kept mass above 1)": lambda: topk_kd_loss(_S, torch.ones(2, 2), _I, temperature=1.0),
+    "topk values integer": lambda: topk_kd_loss(_S, _I, _I, temperature=1.0),
     "sampled counts 1-d": lambda: sampled_kd_loss(_S, _I, torch.ones(2), temperature=1.0),
     "sampled shape mismatch": lambda: sampled_kd_loss(_S, _I, torch.ones(2, 3), temperature=1.0),
     "sampled batch mismatch": lambda: sampled_kd_loss(
@@ -441,7 +438,7 @@ INVALID: dict[str, Callable[[], object]] = {
         _S, _T, None, encoding="topk", temperature=1.0, alpha=1.0
     ),
     "dispatch topk missing field": lambda: distillation_loss(
-        _S, {"values": _V, "indices": _I}, None, encoding="topk", temperature=1.0, alpha=1.0
+        _S, {"values": _V}, None, encoding="topk", temperature=1.0, alpha=1.0
     ),
     "dispatch sampled missing counts": lambda: distillation_loss(
         _S, {"indices": _I}, None, encoding="sampled", temperature=1.0, alpha=1.0
@@ -457,7 +454,7 @@ def test_invalid_arguments_raise(call: Callable[[], object]) -> None:
 
 def test_unknown_residual_rule_lists_the_valid_ones() -> None:
     with pytest.raises(UnknownNameError, match="uniform, renormalize"):
-        topk_kd_loss(_S, _V, _I, _Z, temperature=1.0, residual="renormalise")
+        topk_kd_loss(_S, _V, _I, temperature=1.0, residual="renormalise")
     with pytest.raises(UnknownNameError, match="uniform, renormalize"):
         distillation_loss(_S, _T, None, encoding="full", temperature=1.0, alpha=1.0, residual="bogus")
 

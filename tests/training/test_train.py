@@ -17,9 +17,11 @@ import softlabels.training.train as train_module
 from softlabels.errors import InvalidArgumentError, RunDirectoryError, StoreMismatchError, UnknownNameError
 from softlabels.format.encodings import TopKEncoding
 from softlabels.sources import DatasetSource, load_model, read_weights
+from softlabels.store import LabelStore
+from softlabels.training.config import TeacherConfig, TrainConfig, TrainSummary
 from softlabels.training.losses import distillation_loss
 from softlabels.training.run_dir import locked_run_dir
-from softlabels.training.train import TeacherConfig, TrainConfig, TrainSummary, train_student, train_teacher
+from softlabels.training.train import train_student, train_teacher
 
 STORED_T = 2.0
 
@@ -80,7 +82,7 @@ def test_student_run_writes_every_output(tmp_path: Path, store: Path) -> None:
     assert json.loads((run / "summary.json").read_text())["best_val_accuracy"] == summary.best_val_accuracy
     assert "Best validation accuracy" in summary.describe()
     record = json.loads((run / "config.json").read_text())
-    assert record["kind"] == "student" and record["config"]["labels"] == str(store)
+    assert record["kind"] == "student" and record["locations"]["labels"] == str(store)
     # best.pt and final.pt are softlabels checkpoints that load as model weights.
     for name in ("best.pt", "final.pt"):
         model = load_model("mlp", num_classes=10, in_channels=1, weights=run / name)
@@ -193,7 +195,7 @@ def test_rerunning_a_finished_run_trains_nothing(tmp_path: Path, store: Path) ->
 
 def test_run_folder_of_other_settings_is_refused_unless_overwritten(tmp_path: Path, store: Path) -> None:
     train_student(student_config(tmp_path / "run", store, epochs=1))
-    with pytest.raises(RunDirectoryError, match=r"config\.lr: run has None, now 0\.1.*--overwrite"):
+    with pytest.raises(RunDirectoryError, match=r"config\.lr: run has 0\.05, now 0\.1.*overwrite"):
         train_student(student_config(tmp_path / "run", store, epochs=1, lr=0.1))
     summary = train_student(student_config(tmp_path / "run", store, epochs=1, lr=0.1, overwrite=True))
     assert summary.epochs_run == 1
@@ -232,7 +234,7 @@ def test_store_of_other_data_is_refused(tmp_path: Path, store: Path) -> None:
 
 
 def test_diverging_loss_stops_before_saving_the_epoch(tmp_path: Path, store: Path) -> None:
-    with pytest.raises(InvalidArgumentError, match="lower --lr"):
+    with pytest.raises(InvalidArgumentError, match="lower learning rate"):
         train_student(student_config(tmp_path / "run", store, no_kd=True, lr=1e30))
     assert not (tmp_path / "run" / "last.pt").exists()
 
@@ -240,26 +242,30 @@ def test_diverging_loss_stops_before_saving_the_epoch(tmp_path: Path, store: Pat
 @pytest.mark.parametrize(
     "changes, error, message",
     [
-        ({"epochs": 0}, InvalidArgumentError, "--epochs"),
-        ({"batch_size": 0}, InvalidArgumentError, "--batch-size"),
-        ({"alpha": 1.5}, InvalidArgumentError, "--alpha"),
-        ({"alpha": 0.5, "no_kd": True}, InvalidArgumentError, "--alpha has no effect with --no-kd"),
-        ({"temperature": 2.0, "no_kd": True}, InvalidArgumentError, "--temperature has no effect"),
-        ({"temperature": 0.0}, InvalidArgumentError, "--temperature"),
-        ({"labels": None}, InvalidArgumentError, "--labels is required"),
+        ({"epochs": 0}, InvalidArgumentError, "epochs must be an integer >= 1"),
+        ({"batch_size": 0}, InvalidArgumentError, "batch size must be"),
+        ({"alpha": 1.5}, InvalidArgumentError, r"alpha must be a number in \[0, 1\]"),
+        ({"alpha": 0.5, "no_kd": True}, InvalidArgumentError, "alpha has no effect when training on hard"),
+        ({"temperature": 2.0, "no_kd": True}, InvalidArgumentError, "temperature has no effect"),
+        ({"temperature": 0.0}, InvalidArgumentError, "temperature must be a positive number"),
+        ({"labels": None}, InvalidArgumentError, r"a label store \(labels\) is required"),
         ({"optimizer": "lbfgs"}, UnknownNameError, "lbfgs"),
-        ({"lr": -1.0}, InvalidArgumentError, "--lr"),
-        ({"seed": -1}, InvalidArgumentError, "--seed"),
+        ({"lr": -1.0}, InvalidArgumentError, "learning rate must be a positive number"),
+        ({"lr": True}, InvalidArgumentError, "learning rate must be a positive number"),
+        ({"seed": -1}, InvalidArgumentError, "seed must be"),
         ({"val_split": "train"}, InvalidArgumentError, "held-out"),
         ({"precision": "fp8"}, InvalidArgumentError, "fp8"),
-        ({"buffer_chunks": 0}, InvalidArgumentError, "--buffer-chunks"),
+        ({"device": "gpu"}, InvalidArgumentError, "device 'gpu'"),
+        ({"buffer_chunks": 0}, InvalidArgumentError, "buffer chunks must be"),
+        ({"memory_budget_mb": -1}, InvalidArgumentError, r"memory budget \(MB\) must be"),
     ],
 )
-def test_bad_settings_are_refused(
+def test_bad_settings_are_refused_in_plain_words(
     tmp_path: Path, changes: dict[str, Any], error: type[Exception], message: str
 ) -> None:
-    with pytest.raises(error, match=message):
+    with pytest.raises(error, match=message) as refused:
         student_config(tmp_path / "run", **{"labels": tmp_path / "labels.zarr", **changes})
+    assert "--" not in str(refused.value)
 
 
 def test_unknown_student_is_refused(tmp_path: Path, store: Path) -> None:
@@ -284,5 +290,35 @@ def test_api_takes_a_config_or_keywords_not_both(tmp_path: Path, store: Path) ->
     assert softlabels.train_student(config).epochs_run == 1
     with pytest.raises(InvalidArgumentError, match="not both"):
         softlabels.train_student(config, epochs=2)
-    with pytest.raises(InvalidArgumentError, match="--epochs"):
+    with pytest.raises(InvalidArgumentError, match="epochs must be"):
         train_teacher(TeacherConfig(dataset="digits", teacher="mlp", epochs=0, out=str(tmp_path / "t")))
+
+
+# ---------------------------------------------------------------------------------- loader workers
+
+
+@pytest.mark.parametrize("budget_mb", [256, 0], ids=["in-memory", "streamed"])
+def test_weights_do_not_depend_on_the_number_of_workers(tmp_path: Path, store: Path, budget_mb: int) -> None:
+    weights = []
+    for num_workers in (0, 1, 2):
+        out = tmp_path / f"workers-{num_workers}"
+        train_student(student_config(out, store, num_workers=num_workers, memory_budget_mb=budget_mb))
+        weights.append(final_weights(out))
+    for other in weights[1:]:
+        assert all(torch.equal(other[name], weights[0][name]) for name in weights[0])
+
+
+def test_in_memory_labels_are_read_once_per_run_with_workers(
+    tmp_path: Path, store: Path, digits_train: DatasetSource, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    log = tmp_path / "reads.txt"
+    original = LabelStore.read_rows
+
+    def recording(self: LabelStore, start: int, stop: int, **options: bool) -> Any:
+        with log.open("a") as file:  # a file, so that reads in worker processes are counted too
+            file.write(f"{start} {stop}\n")
+        return original(self, start, stop, **options)
+
+    monkeypatch.setattr(LabelStore, "read_rows", recording)
+    train_student(student_config(tmp_path / "run", store, epochs=3, num_workers=2))
+    assert log.read_text().splitlines() == [f"0 {len(digits_train)}"]

@@ -9,9 +9,10 @@ Three formats exist (``Encoding.name``):
 ``full``
     All ``C`` scaled logits per row (field ``logits``).
 ``topk``
-    The ``K`` largest scaled logits per row (``values``), their classes (``indices``) and the
-    row's ``log_normalizer = logsumexp`` over all ``C`` classes, so the kept probabilities
-    ``exp(values - log_normalizer)`` are exact and the residual mass is known.
+    The log-probabilities of the ``K`` most probable classes per row (``values``, rounded so that
+    the kept mass never exceeds 1), their classes (``indices``) and the row's
+    ``log_normalizer = logsumexp`` over all ``C`` classes (kept scaled logits are
+    ``values + log_normalizer``); the residual mass ``1 - sum(exp(values))`` is known.
 ``sampled``
     ``S`` classes drawn from ``softmax(row)``, stored as the distinct classes (``indices``) and
     how often each was drawn (``counts``); ``counts / S`` is an unbiased estimate of the teacher
@@ -27,6 +28,7 @@ normalisers, int64 class indices, float32 counts, under the exact keys
 :func:`softlabels.training.losses.distillation_loss` reads.
 """
 
+from softlabels.defaults import VALUE_DTYPES
 from softlabels.format.encodings.base import (
     Encoding,
     FieldSpec,
@@ -37,16 +39,14 @@ from softlabels.format.encodings.base import (
 )
 from softlabels.format.encodings.full import FullEncoding
 from softlabels.format.encodings.registry import (
-    build_encoding,
     encoding_from_params,
     encoding_names,
-    format_options,
     register_encoding,
+    stored_encoding,
 )
 from softlabels.format.encodings.sampled import SampledEncoding
-from softlabels.format.encodings.topk import TopKEncoding, top_classes
+from softlabels.format.encodings.topk import TopKEncoding, top_classes, topk_target
 from softlabels.format.encodings.values import (
-    VALUE_DTYPES,
     bfloat16_bits_to_float32,
     dequantize_uint8,
     float32_to_bfloat16_bits,
@@ -61,17 +61,17 @@ __all__ = [
     "SampledEncoding",
     "TopKEncoding",
     "bfloat16_bits_to_float32",
-    "build_encoding",
     "count_dtype",
     "dequantize_uint8",
     "encoding_from_params",
     "encoding_names",
     "float32_to_bfloat16_bits",
-    "format_options",
     "index_dtype",
     "logsumexp",
     "quantize_uint8",
     "register_encoding",
     "softmax",
+    "stored_encoding",
     "top_classes",
+    "topk_target",
 ]

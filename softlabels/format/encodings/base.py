@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from softlabels.errors import InvalidArgumentError
+from softlabels.errors import InvalidArgumentError, InvalidSettingError
 
 
 @dataclass(frozen=True)
@@ -115,11 +115,12 @@ def require_2d(scaled_logits: np.ndarray) -> np.ndarray:
     return rows
 
 
-def require_int(value: Any, option: str, *, minimum: int | None = None) -> int:
+def require_int(value: Any, setting: str, *, minimum: int | None = None) -> int:
+    """``value`` as an int, refused (naming ``setting``, e.g. ``k``) unless an integer >= ``minimum``."""
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise InvalidArgumentError(f"{option} must be an integer, got {value!r}")
+        raise InvalidSettingError(setting, f"{setting} must be an integer, got {value!r}")
     if minimum is not None and value < minimum:
-        raise InvalidArgumentError(f"{option} must be >= {minimum}, got {int(value)}")
+        raise InvalidSettingError(setting, f"{setting} must be >= {minimum}, got {int(value)}")
     return int(value)
 
 

@@ -9,7 +9,7 @@ from softlabels.errors import InvalidArgumentError, UnknownNameError
 from softlabels.format.encodings.base import Encoding
 from softlabels.format.encodings.full import FullEncoding
 from softlabels.format.encodings.sampled import SampledEncoding
-from softlabels.format.encodings.topk import TopKEncoding
+from softlabels.format.encodings.topk import LEGACY_LOGITS, TopKEncoding
 
 EncodingFactory = Callable[..., Encoding]
 _REGISTRY: dict[str, EncodingFactory] = {
@@ -28,8 +28,24 @@ def encoding_names() -> tuple[str, ...]:
     return tuple(sorted(_REGISTRY))
 
 
+def stored_encoding(name: str, params: Mapping[str, Any]) -> Encoding:
+    """The encoding a store's layout records, for reading it.
+
+    Top-k layouts written before ``encoding_params`` recorded what ``values`` hold store the raw
+    kept scaled logits (:data:`~softlabels.format.encodings.topk.LEGACY_LOGITS`); their rows
+    decode into the same form as today's.
+
+    Raises:
+        UnknownNameError: ``name`` is not a known format.
+        InvalidArgumentError: ``params`` do not fit the format.
+    """
+    if name == TopKEncoding.name and "values" not in params:
+        params = {**params, "values": LEGACY_LOGITS}
+    return encoding_from_params(name, params)
+
+
 def encoding_from_params(name: str, params: Mapping[str, Any]) -> Encoding:
-    """Recreate the encoding a store records.
+    """The encoding of format ``name`` with ``params`` (what :meth:`Encoding.params` returns).
 
     Raises:
         UnknownNameError: ``name`` is not a known format.
@@ -42,38 +58,3 @@ def encoding_from_params(name: str, params: Mapping[str, Any]) -> Encoding:
         return factory(**params)
     except TypeError as exc:
         raise InvalidArgumentError(f"bad parameters {dict(params)} for format '{name}': {exc}") from exc
-
-
-def format_options(
-    label_format: str, *, k: int | None, samples: int | None, seed: int, option: str = "--format"
-) -> dict[str, Any]:
-    """Map the command line's ``--k``/``--samples``/``--seed`` onto the parameters of ``label_format``.
-
-    Args:
-        label_format: the chosen format.
-        k: ``--k`` as given (None when absent).
-        samples: ``--samples`` as given (None when absent).
-        seed: ``--seed``.
-        option: the name of the switch that chose the format, for messages (``--format``, ``--to``).
-
-    Raises:
-        InvalidArgumentError: a switch that does not apply to the format, or a missing one it needs.
-    """
-    if label_format != "topk" and k is not None:
-        raise InvalidArgumentError(f"--k applies only to {option} topk")
-    if label_format != "sampled" and samples is not None:
-        raise InvalidArgumentError(f"--samples applies only to {option} sampled")
-    if label_format == "topk":
-        if k is None:
-            raise InvalidArgumentError(f"{option} topk needs --k")
-        return {"k": k}
-    if label_format == "sampled":
-        if samples is None:
-            raise InvalidArgumentError(f"{option} sampled needs --samples")
-        return {"samples": samples, "seed": seed}
-    return {}
-
-
-def build_encoding(label_format: str, *, dtype: str = "float16", **options: Any) -> Encoding:
-    """The encoding that ``generate --format`` (or ``convert --to``) asks for, with its options."""
-    return encoding_from_params(label_format, {"dtype": dtype, **options})

@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from softlabels.errors import InvalidArgumentError
+from softlabels.errors import InvalidSettingError
 from softlabels.format.encodings.base import (
     Encoding,
     FieldSpec,
@@ -41,16 +41,17 @@ class SampledEncoding(Encoding):
     name = "sampled"
 
     def __init__(self, samples: int, seed: int = 0, dtype: str | None = None) -> None:
-        self.samples = require_int(samples, "--samples", minimum=1)
-        self.seed = require_int(seed, "--seed")
+        self.samples = require_int(samples, "samples", minimum=1)
+        self.seed = require_int(seed, "seed")
         if not 0 <= self.seed < SEED_LIMIT:
-            raise InvalidArgumentError(f"--seed must be in [0, 2**64), got {self.seed}")
+            raise InvalidSettingError("seed", f"seed must be in [0, 2**64), got {self.seed}")
         # The value dtype does not apply: only class indices and counts are stored. The default
-        # float16 is accepted so that a command line that leaves --dtype alone still works.
+        # float16 is accepted so that a caller that leaves the value dtype alone still works.
         if dtype not in (None, "float16"):
-            raise InvalidArgumentError(
-                f"--dtype {dtype} does not apply to format sampled, which stores "
-                "class indices and counts only; leave --dtype out"
+            raise InvalidSettingError(
+                "dtype",
+                f"value dtype {dtype} does not apply to format sampled, which stores "
+                "class indices and counts only; leave the value dtype out",
             )
 
     def params(self) -> dict[str, Any]:

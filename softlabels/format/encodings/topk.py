@@ -1,4 +1,17 @@
-"""The ``topk`` format: the K largest scaled logits per row, their classes and the row's log-sum-exp."""
+"""The ``topk`` format: the log-probabilities of the K most probable classes per row, their classes
+and the row's log-sum-exp.
+
+Stored ``values`` are the kept classes' log-probabilities ``z - logsumexp(z)`` of the scaled row
+``z``, rounded toward -inf in the float dtypes (int8: to nearest, the row's offset then lowered
+as little as needed), so the kept mass ``sum(exp(values))`` can never exceed 1 and the residual
+``1 - kept mass`` is never negative, in every dtype. ``log_normalizer``
+(``logsumexp(z)``, float32) recovers the kept scaled logits as ``values + log_normalizer``.
+
+Stores written before this (``encoding_params`` without ``"values"``) hold the raw kept scaled
+logits instead; :meth:`TopKEncoding.decode` turns both into the same in-memory form (kept
+log-probabilities), which is what the loss and :meth:`TopKEncoding.reconstruct` take, and both
+derive the teacher distribution through the one function :func:`topk_target`.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +20,8 @@ from typing import Any
 
 import numpy as np
 
-from softlabels.errors import InvalidArgumentError
+from softlabels.errors import InvalidArgumentError, InvalidSettingError
+from softlabels.format.encoding_spec import TOPK_VALUES
 from softlabels.format.encodings.base import (
     Encoding,
     FieldSpec,
@@ -17,31 +31,53 @@ from softlabels.format.encodings.base import (
     require_int,
     scatter_mask,
 )
-from softlabels.format.encodings.values import check_value_dtype, decode_values, encode_values, value_fields
+from softlabels.format.encodings.values import (
+    check_value_dtype,
+    decode_values,
+    encode_log_probs,
+    value_fields,
+)
+
+LOG_PROBS = TOPK_VALUES
+"""``encoding_params["values"]`` of stores whose ``values`` are kept log-probabilities."""
+LEGACY_LOGITS = "logits"
+"""What ``values`` held in stores written before ``encoding_params`` recorded it: kept scaled logits."""
+VALUE_MEANINGS = (LOG_PROBS, LEGACY_LOGITS)
 
 
 class TopKEncoding(Encoding):
-    """The ``k`` largest scaled logits per row, their classes and the row's log-sum-exp.
+    """The ``k`` most probable classes per row: their log-probabilities, their classes and the row's log-sum-exp.
 
-    Kept entries are ordered by decreasing value (ties by increasing class). ``log_normalizer``
-    is computed from the float32 row before the values are rounded to ``dtype``, so the kept
-    probabilities ``exp(values - log_normalizer)`` carry only the rounding of ``values``.
+    Kept entries are ordered by decreasing value (ties by increasing class).
+
+    Args:
+        k: classes kept per row.
+        dtype: value dtype of ``values``.
+        values: what ``values`` hold: :data:`LOG_PROBS` (what this softlabels writes) or
+            :data:`LEGACY_LOGITS` (stores written before, read only through :meth:`decode`).
     """
 
     name = "topk"
 
-    def __init__(self, k: int, dtype: str = "float16") -> None:
-        self.k = require_int(k, "--k", minimum=1)
+    def __init__(self, k: int, dtype: str = "float16", values: str = LOG_PROBS) -> None:
+        self.k = require_int(k, "k", minimum=1)
         self.dtype = check_value_dtype(dtype, self.name)
+        if values not in VALUE_MEANINGS:
+            raise InvalidArgumentError(f"top-k values '{values}' is not one of {', '.join(VALUE_MEANINGS)}")
+        self.values = values
 
     def params(self) -> dict[str, Any]:
-        return {"k": self.k, "dtype": self.dtype}
+        params: dict[str, Any] = {"k": self.k, "dtype": self.dtype}
+        if self.values == LOG_PROBS:
+            params["values"] = LOG_PROBS
+        return params
 
     def check_classes(self, num_classes: int) -> None:
         """Refuse keeping more classes than the rows have."""
         if self.k > num_classes:
-            raise InvalidArgumentError(
-                f"--k {self.k} exceeds the number of classes ({num_classes}); choose 1 <= k <= {num_classes}"
+            raise InvalidSettingError(
+                "k",
+                f"k = {self.k} exceeds the number of classes ({num_classes}); choose 1 <= k <= {num_classes}",
             )
 
     def fields(self, num_classes: int) -> tuple[FieldSpec, ...]:
@@ -53,40 +89,49 @@ class TopKEncoding(Encoding):
         )
 
     def encode(self, scaled_logits: np.ndarray, first_row: int) -> dict[str, np.ndarray]:
+        if self.values != LOG_PROBS:
+            raise InvalidArgumentError(
+                "top-k stores with raw logit values are read-only; write log-probabilities"
+            )
         rows = require_2d(scaled_logits)
         num_classes = rows.shape[1]
         self.check_classes(num_classes)
         kept = top_classes(rows, self.k)
-        values = np.take_along_axis(rows, kept, axis=1)
+        normalizer = logsumexp(rows)
+        log_probs = np.take_along_axis(rows, kept, axis=1).astype(np.float64) - normalizer[:, None]
         return {
-            **encode_values("values", values, self.dtype, first_row),
+            **encode_log_probs("values", log_probs, self.dtype, first_row),
             "indices": kept.astype(index_dtype(num_classes)),
-            "log_normalizer": logsumexp(rows).astype(np.float32),
+            "log_normalizer": normalizer.astype(np.float32),
         }
 
     def decode(self, fields: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """``values`` float32 [n, K], ``indices`` int64 [n, K], ``log_normalizer`` float32 [n]."""
+        """``values``: kept log-probabilities, float32 [n, K] (kept mass <= 1); ``indices`` int64 [n, K];
+        ``log_normalizer`` float32 [n].
+
+        Old stores' raw logits become ``values - log_normalizer``, scaled back to a kept mass of 1
+        where their rounding had pushed it above (as their reconstruction always did).
+        """
+        normalizer = np.asarray(fields["log_normalizer"], dtype=np.float32)
+        values = decode_values("values", fields, self.dtype)
+        if self.values == LEGACY_LOGITS:
+            log_probs = values.astype(np.float64) - normalizer.astype(np.float64)[:, None]
+            excess = np.log(np.maximum(np.exp(log_probs).sum(axis=1, keepdims=True), 1.0))
+            values = (log_probs - excess).astype(np.float32)
         return {
-            "values": decode_values("values", fields, self.dtype),
+            "values": values,
             "indices": np.asarray(fields["indices"], dtype=np.int64),
-            "log_normalizer": np.asarray(fields["log_normalizer"], dtype=np.float32),
+            "log_normalizer": normalizer,
         }
 
     def reconstruct(self, fields: Mapping[str, np.ndarray], num_classes: int) -> np.ndarray:
-        """Exact kept probabilities; the residual mass spread uniformly over the ``C - K`` other classes.
+        """The kept probabilities; the residual mass spread uniformly over the ``C - K`` other classes.
 
-        This is the ``"uniform"`` residual rule of :func:`softlabels.training.losses.topk_kd_loss`.
-        Rounding can push the kept mass slightly above 1; it is then scaled back to exactly 1.
+        The same distribution as the ``"uniform"`` residual rule of
+        :func:`softlabels.training.losses.topk_kd_loss` (both use :func:`topk_target`).
         """
         indices = np.asarray(fields["indices"], dtype=np.int64)
-        kept = np.exp(
-            np.asarray(fields["values"], dtype=np.float64)
-            - np.asarray(fields["log_normalizer"], dtype=np.float64)[:, None]
-        )
-        kept_mass = kept.sum(axis=1, keepdims=True)
-        kept = np.where(kept_mass > 1.0, kept / kept_mass, kept)
-        others = num_classes - indices.shape[1]
-        share = (1.0 - kept.sum(axis=1, keepdims=True)).clip(min=0.0) / others if others else 0.0
+        kept, share = topk_target(np.asarray(fields["values"], dtype=np.float64), num_classes, np)
         probs = np.broadcast_to(share, (len(indices), num_classes)).astype(np.float64, copy=True)
         np.put_along_axis(probs, indices, kept, axis=1)
         return probs
@@ -94,6 +139,31 @@ class TopKEncoding(Encoding):
     def stored_classes(self, fields: Mapping[str, np.ndarray], num_classes: int) -> np.ndarray:
         indices = np.asarray(fields["indices"], dtype=np.int64)
         return scatter_mask(indices, np.ones(indices.shape, dtype=bool), num_classes)
+
+
+def topk_target(log_probs: Any, num_classes: int, xp: Any) -> tuple[Any, Any]:
+    """The teacher distribution decoded top-k rows stand for: the kept probabilities and each other class's share.
+
+    The one definition used by the loss (torch tensors, ``xp=torch``) and by
+    :meth:`TopKEncoding.reconstruct` (numpy arrays, ``xp=numpy``): kept probabilities
+    ``exp(log_probs)``; the residual ``max(0, 1 - kept mass)`` spread evenly over the
+    ``num_classes - K`` classes not kept. When every class is kept there is no residual: the
+    kept probabilities are divided by their sum, which only rounding kept below 1.
+
+    Args:
+        log_probs: kept log-probabilities ``[n, K]`` (``decode``'s ``values``).
+        num_classes: ``C``.
+        xp: the array module of ``log_probs`` (``numpy`` or ``torch``).
+
+    Returns:
+        ``(kept [n, K], share [n, 1])``.
+    """
+    kept = xp.exp(log_probs)
+    others = num_classes - log_probs.shape[1]
+    if others == 0:  # every class is kept, so the true kept mass is 1: undo the rounding's shortfall
+        return kept / kept.sum(axis=1, keepdims=True), kept[:, :1] * 0.0
+    residual = (1.0 - kept.sum(axis=1, keepdims=True)).clip(min=0.0)
+    return kept, residual / others
 
 
 def top_classes(rows: np.ndarray, k: int) -> np.ndarray:

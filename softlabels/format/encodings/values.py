@@ -3,6 +3,9 @@
 bfloat16 is stored as the raw upper 16 bits of the float32, dtype ``uint16``, rounded to nearest
 even, because Zarr and numpy have no bfloat16; int8 as ``uint8`` codes with a per-row float32
 ``scale`` and ``offset`` (``value = offset + code * scale``).
+
+:func:`encode_values` rounds to nearest; :func:`encode_log_probs` stores log-probabilities so
+that the decoded probabilities of a row never sum to more than 1 (what the top-k format needs).
 """
 
 from __future__ import annotations
@@ -11,10 +14,10 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from softlabels.errors import InvalidArgumentError
+from softlabels.defaults import VALUE_DTYPES
+from softlabels.errors import InvalidArgumentError, InvalidSettingError
 from softlabels.format.encodings.base import FieldSpec
 
-VALUE_DTYPES = ("float16", "bfloat16", "float32", "int8")
 SCALE_FIELD = "scale"
 OFFSET_FIELD = "offset"
 INT8_LEVELS = 255
@@ -24,8 +27,8 @@ _STORED_VALUE_DTYPE = {"float16": "float16", "float32": "float32", "bfloat16": "
 def check_value_dtype(dtype: str, label_format: str) -> str:
     """Refuse a value dtype the format cannot store."""
     if dtype not in VALUE_DTYPES:
-        raise InvalidArgumentError(
-            f"dtype '{dtype}' is not one of {', '.join(VALUE_DTYPES)} (format {label_format})"
+        raise InvalidSettingError(
+            "dtype", f"value dtype '{dtype}' is not one of {', '.join(VALUE_DTYPES)} (format {label_format})"
         )
     return dtype
 
@@ -71,7 +74,7 @@ def _refuse_overflow(cast: np.ndarray, dtype: str, first_row: int) -> None:
     if overflowed.any():
         rows = (np.flatnonzero(overflowed)[:5] + first_row).tolist()
         raise InvalidArgumentError(
-            f"scaled logits overflow {dtype} at rows {rows}; use --dtype float32 or a higher temperature"
+            f"scaled logits overflow {dtype} at rows {rows}; use the float32 value dtype or a higher temperature"
         )
 
 
@@ -114,3 +117,68 @@ def dequantize_uint8(codes: np.ndarray, scale: np.ndarray, offset: np.ndarray) -
     scale32 = np.asarray(scale, dtype=np.float32)[:, None]
     offset32 = np.asarray(offset, dtype=np.float32)[:, None]
     return (offset32 + codes.astype(np.float32) * scale32).astype(np.float32)
+
+
+def encode_log_probs(name: str, log_probs: np.ndarray, dtype: str, first_row: int) -> dict[str, np.ndarray]:
+    """Store float64 log-probabilities ``[n, W]`` under ``name`` so that each row's decoded mass is <= 1.
+
+    float32, float16 and bfloat16 round every value toward -inf (one ulp down where the nearest
+    value is above; on the bit patterns for bfloat16), so each decoded probability is at most the
+    exact one. int8 rounds codes to nearest (half a step, as for full rows) and then lowers the
+    row's offset just enough that the row's decoded mass, computed from the float32 values
+    exactly as :func:`decode_values` returns them, is at most 1: rounding every code down instead
+    would cost the top class, which carries most of the mass, up to a whole step.
+    Values below the dtype's most negative finite number are clipped to it (their exponentials
+    are 0 in float64 either way).
+    """
+    values = np.asarray(log_probs, dtype=np.float64)
+    if dtype == "int8":
+        codes, scale, offset = _quantize_log_probs_uint8(values, first_row)
+        return {name: codes, SCALE_FIELD: scale, OFFSET_FIELD: offset}
+    if dtype == "bfloat16":
+        below = _cast_down(np.maximum(values, -_BFLOAT16_MAX), "float32", first_row)
+        bits = float32_to_bfloat16_bits(below, first_row)
+        above = bfloat16_bits_to_float32(bits) > below
+        # One bfloat16 step toward -inf: a larger magnitude when negative (or zero), smaller when positive.
+        negative = (bits & np.uint16(0x8000)) != 0
+        zero = bits == 0
+        stepped = np.where(
+            negative, bits + np.uint16(1), np.where(zero, np.uint16(0x8001), bits - np.uint16(1))
+        )
+        return {name: np.where(above, stepped, bits).astype(np.uint16)}
+    return {name: _cast_down(values, dtype, first_row)}
+
+
+_BFLOAT16_MAX = float(np.uint32(0x7F7F0000).view(np.float32))  # the largest finite bfloat16
+
+
+def _cast_down(values: np.ndarray, dtype: str, first_row: int) -> np.ndarray:
+    """``values`` (float64) in ``dtype``, each the largest representable number <= the exact one."""
+    lowest = float(np.finfo(dtype).min)
+    clipped = np.maximum(values, lowest)
+    cast = cast_without_overflow(clipped, dtype, first_row)
+    above = cast.astype(np.float64) > clipped
+    stepped: np.ndarray = np.where(above, np.nextafter(cast, np.asarray(-np.inf, dtype=dtype)), cast)
+    return stepped.astype(dtype)
+
+
+def _quantize_log_probs_uint8(
+    log_probs: np.ndarray, first_row: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """8-bit codes of log-probabilities, nearest, with each row's offset lowered until its decoded mass is <= 1."""
+    codes, scale, offset = quantize_uint8(log_probs.astype(np.float32), first_row)
+    mass = np.exp(_decoded_codes(codes, scale, offset)).sum(axis=1)
+    lowered = _cast_down(
+        (offset.astype(np.float64) - np.log(np.maximum(mass, 1.0)))[:, None], "float32", first_row
+    )
+    offset = np.where(mass > 1.0, lowered[:, 0], offset)
+    # float32 rounding of the decoded values can leave a row a hair above 1: step its offset down.
+    while (high := np.exp(_decoded_codes(codes, scale, offset)).sum(axis=1) > 1.0).any():
+        offset = np.where(high, np.nextafter(offset, np.float32(-np.inf)), offset)
+    return codes, scale, offset
+
+
+def _decoded_codes(codes: np.ndarray, scale: np.ndarray, offset: np.ndarray) -> np.ndarray:
+    """What :func:`dequantize_uint8` returns for ``codes``, as float64 (codes may be 256 here)."""
+    decoded: np.ndarray = (offset[:, None] + codes.astype(np.float32) * scale[:, None]).astype(np.float32)
+    return decoded.astype(np.float64)

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from softlabels.errors import SoftLabelsError, TeacherOutputError
+from softlabels.errors import TeacherOutputError
 from softlabels.store import Encoding, StoreWriter
 
 MAX_REPORTED_ROWS = 10
@@ -62,6 +62,7 @@ class BackgroundWriter:
         self._queue: queue.Queue[PendingBatch | None] = queue.Queue(maxsize=max_batches)
         self._buffers: dict[int, ShardBuffer] = {}
         self._error: BaseException | None = None
+        self._aborted = threading.Event()
         self.shards_written = 0
         self._thread = threading.Thread(target=self._run, name="softlabels-writer", daemon=True)
         self._thread.start()
@@ -76,10 +77,16 @@ class BackgroundWriter:
         self._raise_if_failed()
 
     def abort(self) -> None:
-        """Stop after the batch in hand; shards not yet recorded are redone by a resumed run."""
-        self._error = self._error or _Aborted()
+        """Stop writing; returns only once the thread has stopped, so no write happens afterwards.
+
+        A shard write in progress finishes (chunk writes are atomic, and the shard is then recorded);
+        no other write starts. Shards not yet recorded are redone by a resumed run.
+        """
+        self._aborted.set()
         self.put_end()
-        self._thread.join(timeout=30)
+        # No timeout: returning while the thread may still write would let it write into a store
+        # that an overwrite has since replaced.
+        self._thread.join()
 
     def put_end(self) -> None:
         self._offer(None, raise_errors=False)
@@ -98,14 +105,12 @@ class BackgroundWriter:
             self._raise_if_failed()
 
     def _raise_if_failed(self) -> None:
-        if self._error is not None and not isinstance(self._error, _Aborted):
+        if self._error is not None:
             raise self._error
 
     def _run(self) -> None:
         try:
-            while (batch := self._queue.get()) is not None:
-                if self._error is not None:
-                    return
+            while (batch := self._queue.get()) is not None and not self._aborted.is_set():
                 self._accept(batch)
         except BaseException as exc:  # noqa: BLE001  (handed to the teacher loop, which reports it)
             self._error = exc
@@ -123,14 +128,11 @@ class BackgroundWriter:
         buffer.add(batch)
         if buffer.full:
             del self._buffers[batch.shard]
-            self._writer.write_shard(
-                batch.shard, self._encoding.encode(buffer.values, buffer.start), buffer.targets
-            )
+            fields = self._encoding.encode(buffer.values, buffer.start)
+            if self._aborted.is_set():  # checked again after encoding, right before the write
+                return
+            self._writer.write_shard(batch.shard, fields, buffer.targets)
             self.shards_written += 1
-
-
-class _Aborted(SoftLabelsError):
-    """Marks a writer stopped on purpose; never shown to users."""
 
 
 def _refuse_non_finite(batch: PendingBatch) -> None:

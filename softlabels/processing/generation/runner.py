@@ -8,7 +8,6 @@ import sys
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
 
 import numpy as np
 import torch
@@ -16,13 +15,15 @@ import zarr
 from torch.utils.data import DataLoader
 
 from softlabels import __version__
-from softlabels.errors import InvalidArgumentError, TeacherOutputError
+from softlabels.errors import Interrupted, InvalidArgumentError, TeacherOutputError
+from softlabels.format.identity import dataset_info
 from softlabels.processing.generation.background import BackgroundWriter, PendingBatch
 from softlabels.processing.generation.config import GenerateConfig
+from softlabels.progress import Progress
+from softlabels.progress import progress as show_progress
 from softlabels.runtime import autocast, resolve_device
 from softlabels.sources import DatasetSource, ModelSource, load_dataset, load_model, parameters_sha256
 from softlabels.store import (
-    DatasetInfo,
     Encoding,
     Layout,
     Provenance,
@@ -42,8 +43,8 @@ class GenerateSummary(WriteSummary):
 
     @property
     def samples_per_second(self) -> float:
-        rows = self.num_rows * self.shards_written / max(1, self.shards_total)
-        return rows / self.seconds if self.seconds > 0 else 0.0
+        """Rows computed this run per second (a resumed run counts only the shards it wrote)."""
+        return self.rows_written / self.seconds if self.seconds > 0 else 0.0
 
     def describe(self) -> str:
         return (
@@ -62,21 +63,30 @@ def generate(config: GenerateConfig) -> GenerateSummary:
     if len(source) == 0:
         raise InvalidArgumentError(f"dataset {config.dataset} [{config.split}] has no samples")
     teacher = _load_teacher(config, source)
-    encoding = config.encoding()
-    header = _new_header(config, source, teacher, encoding)
+    encoding = config.encoding.build()
+    device = resolve_device(config.device)
+    header = _new_header(config, source, teacher, encoding, device)
     writer = StoreWriter.open(config.out, header, encoding, overwrite=config.overwrite)
     pending = writer.pending_shards()
     if pending:
-        _run_teacher(config, source, teacher, writer, encoding, pending)
+        try:
+            _run_teacher(config, source, teacher, writer, encoding, pending, device)
+        except KeyboardInterrupt:
+            total = header.layout.num_shards
+            kept = total - len(writer.pending_shards())
+            what = f"{kept} of {total} shards in {writer.path}"
+            raise Interrupted(f"interrupted: kept {what}; re-run the same command to finish", what) from None
     writer.mark_complete()
+    layout = writer.header.layout
     return GenerateSummary(
         str(writer.path),
         len(source),
         source.num_classes,
-        header.layout.num_shards,
+        layout.num_shards,
         len(pending),
         writer.bytes_on_disk(),
         time.perf_counter() - started,
+        rows_written=sum(stop - start for start, stop in map(layout.shard_bounds, pending)),
     )
 
 
@@ -96,9 +106,14 @@ def _load_teacher(config: GenerateConfig, source: DatasetSource) -> ModelSource:
 
 
 def _new_header(
-    config: GenerateConfig, source: DatasetSource, teacher: ModelSource, encoding: Encoding
+    config: GenerateConfig,
+    source: DatasetSource,
+    teacher: ModelSource,
+    encoding: Encoding,
+    device: torch.device,
 ) -> StoreHeader:
-    chunk_rows = config.chunk_rows or default_chunk_rows(encoding.bytes_per_row(source.num_classes))
+    bytes_per_row = encoding.bytes_per_row(source.num_classes)  # refuses k > C before anything is written
+    chunk_rows = config.chunk_rows or default_chunk_rows(bytes_per_row)
     layout = Layout(
         encoding=encoding.name,
         encoding_params=encoding.params(),
@@ -115,14 +130,7 @@ def _new_header(
             teacher.weights_path,
             parameters_sha256(teacher.module),
         ),
-        dataset=DatasetInfo(
-            source.spec,
-            source.split,
-            len(source),
-            source.num_classes,
-            tuple(source.class_names),
-            source.fingerprint,
-        ),
+        dataset=dataset_info(source),
         temperature=float(config.temperature),
         precision=config.precision,
         command=config.command or f"softlabels.generate({shlex.join(sys.argv)})",
@@ -135,6 +143,8 @@ def _new_header(
             "numpy": np.__version__,
             "python": platform.python_version(),
         },
+        # What decides the values besides the teacher and precision; a resumed run must match it.
+        compute={"device": device.type, "batch_size": config.batch_size},
     )
     return StoreHeader(layout=layout, provenance=provenance)
 
@@ -157,8 +167,8 @@ def _run_teacher(
     writer: StoreWriter,
     encoding: Encoding,
     pending: list[int],
+    device: torch.device,
 ) -> None:
-    device = resolve_device(config.device)
     model = teacher.module.to(device).eval()
     layout = writer.header.layout
     batches = shard_batches(layout, pending, config.batch_size)
@@ -211,15 +221,6 @@ def _shard_of(row: int, layout: Layout) -> int:
     return row // layout.shard_rows
 
 
-def _progress(config: GenerateConfig, total: int) -> Any:
-    from tqdm import tqdm
-
-    # disable=None hides the bar when stderr is not a terminal (batch jobs, CI logs).
-    return tqdm(
-        total=total,
-        unit="sample",
-        unit_scale=True,
-        desc="generate",
-        dynamic_ncols=True,
-        disable=None if config.progress else True,
-    )
+def _progress(config: GenerateConfig, total: int) -> Progress:
+    # A bar on a terminal, a plain line every 30 s in a log file.
+    return show_progress(total, desc="generate", enabled=config.progress)

@@ -8,16 +8,20 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+import zarr
 
-from softlabels.errors import StoreMismatchError, TeacherOutputError, WeightsError
+from softlabels.errors import IncompleteStoreError, StoreMismatchError, TeacherOutputError, WeightsError
+from softlabels.format.encoding_spec import EncodingSpec
+from softlabels.format.schema import ATTRIBUTE_KEY, SHARDS_DONE_ARRAY
 from softlabels.processing.generation import GenerateConfig, generate
 from softlabels.sources import load_dataset, load_model
-from softlabels.store import open_store
+from softlabels.store import open_store, read_header
 
 PLUGINS = Path(__file__).with_name("plugins_for_tests.py")
 
@@ -50,7 +54,7 @@ def teacher_logits(spec: str = "cnn") -> tuple[np.ndarray, np.ndarray]:
 @pytest.mark.parametrize("dtype, tolerance", [("float32", 1e-5), ("float16", 2e-3)])
 def test_stored_rows_are_teacher_logits_over_t(tmp_path: Path, dtype: str, tolerance: float) -> None:
     torch.manual_seed(0)
-    summary = generate(digits_config(tmp_path / "s.zarr", dtype=dtype))
+    summary = generate(digits_config(tmp_path / "s.zarr", encoding=EncodingSpec.create("full", dtype=dtype)))
     expected, targets = teacher_logits()
     store = open_store(tmp_path / "s.zarr")
     stored = store.read_all()
@@ -74,7 +78,7 @@ def test_stored_rows_are_teacher_logits_over_t(tmp_path: Path, dtype: str, toler
 
 
 def test_plain_zarr_reads_a_generated_store(tmp_path: Path) -> None:
-    generate(digits_config(tmp_path / "s.zarr", dtype="float32"))
+    generate(digits_config(tmp_path / "s.zarr", encoding=EncodingSpec.create("full", dtype="float32")))
     expected, targets = teacher_logits()
     # A separate interpreter that imports zarr and numpy only, as another team's reader would.
     script = (
@@ -115,7 +119,7 @@ def test_rerun_of_complete_store_does_nothing(tmp_path: Path) -> None:
         ({"temperature": 2.0}, "temperature"),
         ({"split": "test"}, "split"),
         ({"teacher": "cnn-small"}, "teacher"),
-        ({"dtype": "float32"}, "format parameters"),
+        ({"encoding": EncodingSpec.create("full", dtype="float32")}, "format parameters"),
     ],
 )
 def test_mismatched_rerun_is_refused(tmp_path: Path, change: dict[str, object], message: str) -> None:
@@ -135,7 +139,7 @@ def test_teacher_without_weights_is_refused(tmp_path: Path) -> None:
 def test_nan_outputs_name_the_samples(tmp_path: Path) -> None:
     with pytest.raises(TeacherOutputError, match=r"NaN or Inf for samples \[\d+"):
         generate(digits_config(tmp_path / "s.zarr", teacher=f"{PLUGINS}:nan_teacher"))
-    with pytest.raises(Exception, match="incomplete"):
+    with pytest.raises(IncompleteStoreError, match="incomplete"):
         open_store(tmp_path / "s.zarr")
 
 
@@ -202,3 +206,68 @@ def test_random_weights_teacher_is_the_same_on_every_run(tmp_path: Path) -> None
     assert (
         first.provenance.teacher.parameters_sha256 == second.provenance.teacher.parameters_sha256 is not None
     )
+
+
+def make_pending(path: Path, shards: list[int]) -> None:
+    """Turn ``shards`` of a finished store back into unwritten ones (zeroed rows, no record, not complete)."""
+    group = zarr.open_group(str(path), mode="r+")
+    header = read_header(str(path))
+    for shard in shards:
+        start, stop = header.layout.shard_bounds(shard)
+        group["logits"][start:stop] = 0
+        group[SHARDS_DONE_ARRAY][shard] = 0
+    group.attrs[ATTRIBUTE_KEY] = replace(header, complete=False).to_json()
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"batch_size": 50}, "computed with batch size: store has 100, this run has 50"),
+        ({"precision": "bf16"}, "precision: store has 'fp32', this run has 'bf16'"),
+    ],
+)
+def test_resume_with_settings_that_change_the_values_is_refused(
+    tmp_path: Path, change: dict[str, object], message: str
+) -> None:
+    generate(digits_config(tmp_path / "s.zarr"))
+    make_pending(tmp_path / "s.zarr", [3])
+    with pytest.raises(StoreMismatchError, match=message):
+        generate(digits_config(tmp_path / "s.zarr", **change))
+
+
+def test_resume_on_another_device_type_is_refused(tmp_path: Path) -> None:
+    # TF32 and cuDNN change the values on CUDA: a store begun there cannot be finished on the CPU.
+    generate(digits_config(tmp_path / "s.zarr", device="cpu"))
+    assert read_header(str(tmp_path / "s.zarr")).provenance.compute == {"device": "cpu", "batch_size": 100}
+    make_pending(tmp_path / "s.zarr", [3])
+    header = read_header(str(tmp_path / "s.zarr"))
+    begun_on_cuda = replace(header.provenance, compute={**header.provenance.compute, "device": "cuda"})
+    zarr.open_group(str(tmp_path / "s.zarr"), mode="r+").attrs[ATTRIBUTE_KEY] = replace(
+        header, provenance=begun_on_cuda
+    ).to_json()
+    with pytest.raises(
+        StoreMismatchError, match="computed with device: store has 'cuda', this run has 'cpu'"
+    ):
+        generate(digits_config(tmp_path / "s.zarr", device="cpu"))
+
+
+def test_dataloader_workers_do_not_change_the_stored_bytes(tmp_path: Path) -> None:
+    # num_workers only moves data loading into other processes, so a resume may change it.
+    generate(digits_config(tmp_path / "fresh.zarr"))
+    generate(digits_config(tmp_path / "resumed.zarr"))
+    make_pending(tmp_path / "resumed.zarr", [0, 5, 11])
+    resumed = generate(digits_config(tmp_path / "resumed.zarr", num_workers=2))
+    assert resumed.shards_written == 3
+    fresh, again = open_store(tmp_path / "fresh.zarr"), open_store(tmp_path / "resumed.zarr")
+    np.testing.assert_array_equal(again.read_all().fields["logits"], fresh.read_all().fields["logits"])
+    np.testing.assert_array_equal(again.read_all().targets, fresh.read_all().targets)
+
+
+def test_samples_per_second_counts_the_rows_computed(tmp_path: Path) -> None:
+    # 1437 rows in shards of 128: the last shard holds 29 rows, not 1437 / 12.
+    generate(digits_config(tmp_path / "s.zarr"))
+    make_pending(tmp_path / "s.zarr", [11])
+    summary = generate(digits_config(tmp_path / "s.zarr"))
+    assert summary.shards_written == 1 and summary.rows_written == 29
+    assert summary.samples_per_second == pytest.approx(29 / summary.seconds)
+    assert "1 of 12 shards this run" in summary.describe()

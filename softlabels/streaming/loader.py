@@ -1,0 +1,144 @@
+"""Batches of a :class:`SoftLabelDataset` whose order and contents do not depend on the worker count.
+
+The epoch plan fixes the rank's sequence of rows from ``(seed, epoch)``; a batch sampler cuts it
+into batches, the DataLoader's workers load only the raw inputs of those batches (in order), and
+the main process gathers the matching labels a whole batch at a time, from labels held once or
+from blocks of whole chunks read ahead on a thread. So:
+
+* the batches, and a model trained on them, are the same with 0, 1 or any number of workers;
+* labels are read once per run when they fit the budget (workers persist across epochs and never
+  hold labels), and streamed blocks are read once per epoch;
+* every batch's targets are checked against the data's labels.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Sampler
+
+from softlabels.errors import InvalidArgumentError
+from softlabels.streaming.dataset import SoftLabelDataset
+from softlabels.streaming.labels import LabelBatch, Labels, label_batches, label_tensors
+from softlabels.streaming.plan import SeedStream, derive_seed
+
+__all__ = ["Batch", "SoftLabelLoader"]
+
+Batch = tuple[torch.Tensor, Labels, torch.Tensor]
+"""``(inputs, labels, targets)``: labels as :class:`SoftLabelDataset` yields them, stacked."""
+
+
+class _PlanBatchSampler(Sampler[list[tuple[int, int]]]):
+    """The rank's rows of one epoch cut into batches, as ``(epoch, row)`` keys for the workers."""
+
+    def __init__(self, dataset: SoftLabelDataset, batch_size: int) -> None:
+        self.dataset = dataset
+        self.batch_size = batch_size
+        self.epoch = dataset.epoch
+
+    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
+        rows = self.dataset.plan.rows(self.epoch, self.dataset.rank, self.dataset.world_size).tolist()
+        for start in range(0, len(rows), self.batch_size):
+            yield [(self.epoch, row) for row in rows[start : start + self.batch_size]]
+
+    def __len__(self) -> int:
+        samples = self.dataset.plan.num_rows_of(self.epoch, self.dataset.rank, self.dataset.world_size)
+        return math.ceil(samples / self.batch_size)
+
+
+class SoftLabelLoader:
+    """Iterates one epoch of ``(inputs, labels, targets)`` batches of ``dataset`` per pass.
+
+    Each pass follows ``dataset.epoch`` (call ``dataset.set_epoch`` before it). With workers, they
+    are started on the first pass and kept for the next ones; :meth:`close` (or leaving a ``with``
+    block) stops them.
+
+    Args:
+        dataset: The samples and labels.
+        batch_size: Samples per batch; the last batch of an epoch may be smaller.
+        num_workers: DataLoader worker processes loading raw inputs (0: in this process).
+        pin_memory: Pin the inputs for faster copies to an accelerator.
+        read_ahead: Read the next block of a streamed store on a thread while the current one is used.
+        prefetch_factor: Batches each worker loads ahead (DataLoader's setting; only with workers).
+
+    Raises:
+        InvalidArgumentError: ``batch_size`` < 1 or ``num_workers`` < 0.
+    """
+
+    def __init__(
+        self,
+        dataset: SoftLabelDataset,
+        batch_size: int,
+        *,
+        num_workers: int = 0,
+        pin_memory: bool = False,
+        read_ahead: bool = True,
+        prefetch_factor: int | None = None,
+    ) -> None:
+        if batch_size < 1:
+            raise InvalidArgumentError(f"the batch size must be >= 1, got {batch_size}")
+        if num_workers < 0:
+            raise InvalidArgumentError(f"the number of workers must be >= 0, got {num_workers}")
+        self.dataset = dataset
+        self.batch_size = batch_size
+        self.read_ahead = read_ahead
+        self._sampler = _PlanBatchSampler(dataset, batch_size)
+        # A generator of its own keeps the DataLoader from drawing on the global random state,
+        # which would then differ between runs with and without workers.
+        generator = torch.Generator()
+        generator.manual_seed(derive_seed(dataset.plan.seed, 0, SeedStream.LOADER))
+        self._loader: DataLoader[Any] = DataLoader(
+            dataset.inputs,
+            batch_sampler=self._sampler,
+            num_workers=num_workers,
+            pin_memory=pin_memory,
+            persistent_workers=num_workers > 0,
+            prefetch_factor=prefetch_factor if num_workers > 0 else None,
+            generator=generator,
+        )
+
+    def __len__(self) -> int:
+        """Batches in the current epoch."""
+        self._sampler.epoch = self.dataset.epoch
+        return len(self._sampler)
+
+    def __iter__(self) -> Iterator[Batch]:
+        self._sampler.epoch = epoch = self.dataset.epoch
+        stored = self.dataset.stored_labels
+        if stored is None:
+            for inputs, targets in self._loader:
+                yield inputs, torch.empty((len(targets), 0), dtype=torch.float32), targets
+            return
+        blocks = self.dataset.plan.blocks(epoch, self.dataset.rank, self.dataset.world_size)
+        labels = label_batches(blocks, self.batch_size, stored.load, read_ahead=self.read_ahead)
+        full = self.dataset.encoding_name == "full"
+        for (inputs, targets), batch in zip(self._loader, labels, strict=True):
+            self._check_targets(batch, targets)
+            yield inputs, label_tensors(batch.fields, full=full), targets
+
+    def close(self) -> None:
+        """Stop the persistent workers (a later pass starts new ones)."""
+        # DataLoader has no public way to stop persistent workers; dropping its iterator is what
+        # its own finaliser does.
+        iterator = getattr(self._loader, "_iterator", None)
+        if iterator is not None:
+            shutdown = getattr(iterator, "_shutdown_workers", None)
+            if shutdown is not None:
+                shutdown()
+            self._loader._iterator = None
+
+    def __enter__(self) -> SoftLabelLoader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _check_targets(self, batch: LabelBatch, targets: torch.Tensor) -> None:
+        differ = np.flatnonzero(batch.targets != targets.numpy())
+        if differ.size:
+            first = int(differ[0])
+            self.dataset.check_target(int(batch.rows[first]), int(targets[first]), int(batch.targets[first]))
