@@ -85,7 +85,15 @@ def synthetic_header(header: StoreHeader, rows: int, classes: int) -> StoreHeade
     layout = dataclasses.replace(
         header.layout, num_rows=rows, num_classes=classes, chunk_rows=chunk_rows, shard_rows=chunk_rows
     )
-    return dataclasses.replace(header, layout=layout)
+    # The header is validated: the dataset it describes must have the same shape as the layout.
+    dataset = dataclasses.replace(
+        header.provenance.dataset,
+        num_rows=rows,
+        num_classes=classes,
+        class_names=tuple(map(str, range(classes))),
+    )
+    provenance = dataclasses.replace(header.provenance, dataset=dataset)
+    return dataclasses.replace(header, layout=layout, provenance=provenance)
 
 
 def _write_store(out: Path, header: StoreHeader, values: np.ndarray, targets: np.ndarray) -> None:

@@ -6,8 +6,7 @@ instant; torch and zarr load on first use of a name that needs them.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from softlabels.lazy import lazy_attributes
 
 __version__ = "0.1.0"
 
@@ -30,9 +29,4 @@ _LAZY = {
 
 __all__ = ["__version__", *_LAZY]
 
-
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'softlabels' has no attribute '{name}'")
-    return getattr(importlib.import_module(module), name)
+__getattr__ = lazy_attributes(__name__, _LAZY)

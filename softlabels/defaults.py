@@ -29,9 +29,14 @@ CHUNKS_PER_SHARD = 1
 GENERATE_BATCH_SIZE = 256
 NUM_WORKERS = 0
 
-# convert
+# convert and merge
 SCHEDULERS = ("threads", "processes", "synchronous")
 SCHEDULER = "threads"
+MERGE_MODES = ("probs", "logits")
+MERGE_MODE = "probs"
+
+# compare: temperatures of the advisory (the store's own is added)
+ADVISORY_TEMPERATURES = (1.0, 2.0, 4.0, 8.0)
 
 # Training (students and teachers)
 TRAIN_BATCH_SIZE = 128
@@ -45,6 +50,10 @@ TRAIN_SPLIT = "train"
 VAL_SPLIT = "test"
 ALPHA = 0.9
 """Weight of the distillation term: mostly teacher, with a little hard-label cross-entropy to anchor."""
+
+# Private labels (PATE): teachers' disjoint parts of the private split
+PARTITION_SEED = 0
+PATE_MECHANISMS = ("gnmax",)
 
 # Student loader
 BUFFER_CHUNKS = 4

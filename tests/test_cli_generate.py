@@ -3,23 +3,20 @@
 from __future__ import annotations
 
 import json
-import os
 import re
 import signal
 import subprocess
-import sys
-import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 from click.testing import CliRunner
+from slow_generate import CLI, PLUGINS, slow_generate_args, start_cli, wait_for_shards
 
 from softlabels.cli import cli
 from softlabels.cli.commands import store_commands  # noqa: F401  (attaches the commands)
 from softlabels.store import open_store
 
-PLUGINS = Path(__file__).parent / "processing" / "generation" / "plugins_for_tests.py"
 GENERATE_MLP = (
     "generate",
     "--dataset",
@@ -63,7 +60,10 @@ def test_generate_then_info(tmp_path: Path, softlabels_main: Any) -> None:
     [
         (["--dataset", "nosuch", "--teacher", "mlp", "--random-weights"], "nosuch"),
         (["--dataset", "digits", "--teacher", "nosuchnet", "--random-weights"], "nosuchnet"),
-        (["--dataset", "digits", "--teacher", "mlp"], "random-weights"),
+        (
+            ["--dataset", "digits", "--teacher", "mlp"],
+            "(--teacher-weights) or accept random weights (--random-weights)",
+        ),
         (["--dataset", "digits", "--teacher", f"{PLUGINS}:three_class_teacher"], "10 classes"),
         (["--dataset", "digits", "--teacher", f"{PLUGINS}:nan_teacher"], "NaN"),
         (
@@ -130,32 +130,11 @@ def test_info_on_missing_store(tmp_path: Path, softlabels_main: Any) -> None:
 
 
 def test_ctrl_c_says_what_was_kept_and_a_rerun_finishes(tmp_path: Path) -> None:
-    args = [
-        "generate",
-        "--dataset",
-        "digits",
-        "--teacher",
-        f"{PLUGINS}:slow_linear",
-        "--temperature",
-        "3",
-        "--chunk-rows",
-        "64",
-        "--batch-size",
-        "32",
-        "--out",
-        str(tmp_path / "s.zarr"),
-    ]
-    command = [sys.executable, "-c", "from softlabels.cli import main; main()", *args]
+    args = slow_generate_args(tmp_path / "s.zarr")
     # stderr is a pipe, not a terminal: progress comes as plain lines, here every 0.2 s.
     # 0.2 s per batch of 32: about 9 s in all, so the interrupt lands mid-run even on a busy machine.
-    env = {**os.environ, "SOFTLABELS_TEST_DELAY": "0.2", "SOFTLABELS_PROGRESS_INTERVAL": "0.2"}
-    process = subprocess.Popen(command, env=env, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and process.poll() is None:
-        done = tmp_path / "s.zarr" / "shards_done"
-        if done.exists() and open_store(tmp_path / "s.zarr", allow_incomplete=True).shards_done().sum() >= 2:
-            break
-        time.sleep(0.05)
+    process = start_cli(*args, env={"SOFTLABELS_TEST_DELAY": "0.2", "SOFTLABELS_PROGRESS_INTERVAL": "0.2"})
+    wait_for_shards(tmp_path / "s.zarr", 2, process, timeout=60)
     process.send_signal(signal.SIGINT)
     _, stderr = process.communicate(timeout=60)
     assert process.returncode == 130, stderr
@@ -173,7 +152,7 @@ def test_ctrl_c_says_what_was_kept_and_a_rerun_finishes(tmp_path: Path) -> None:
     )
     assert "Traceback" not in stderr
 
-    finished = subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
+    finished = subprocess.run([*CLI, *args], capture_output=True, text=True, timeout=120, check=False)
     assert finished.returncode == 0, finished.stderr
     assert f"{23 - kept} of 23 shards this run" in finished.stdout
 

@@ -8,7 +8,7 @@ import click
 
 from softlabels import defaults
 from softlabels.cli.main import cli
-from softlabels.cli.options import format_option_errors, format_options, invocation
+from softlabels.cli.options import format_options, invocation
 
 
 @cli.command()
@@ -61,22 +61,21 @@ def convert(
     """Derive a compact store OUT from the full store STORE without running the teacher again."""
     from softlabels.format.encoding_spec import EncodingSpec
 
-    with format_option_errors("--to"):
-        encoding = EncodingSpec.create(to, dtype=dtype, k=k, samples=samples, seed=seed)
-        from softlabels.processing.convert import convert_store  # zarr and dask: once the options are valid
+    encoding = EncodingSpec.create(to, dtype=dtype, k=k, samples=samples, seed=seed)
+    from softlabels.processing.convert import convert_store  # zarr and dask: once the options are valid
 
-        summary = convert_store(
-            store,
-            out,
-            encoding,
-            chunk_rows=chunk_rows,
-            chunks_per_shard=chunks_per_shard,
-            scheduler=scheduler,
-            workers=workers,
-            overwrite=overwrite,
-            progress=True,
-            command=invocation(),
-        )
+    summary = convert_store(
+        store,
+        out,
+        encoding,
+        chunk_rows=chunk_rows,
+        chunks_per_shard=chunks_per_shard,
+        scheduler=scheduler,
+        workers=workers,
+        overwrite=overwrite,
+        progress=True,
+        command=invocation(),
+    )
     click.echo(summary.describe())
 
 

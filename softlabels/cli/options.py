@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any, TypeVar
 
 import click
@@ -121,22 +120,3 @@ def invocation() -> str:
     import sys
 
     return shlex.join(["softlabels", *sys.argv[1:]])
-
-
-_FORMAT_FLAGS = {"dtype": "--dtype", "k": "--k", "samples": "--samples", "seed": "--seed"}
-
-
-@contextlib.contextmanager
-def format_option_errors(switch: str) -> Iterator[None]:
-    """Name the option behind a refused format setting (``--k: k must be >= 1, got 0``).
-
-    ``switch`` is the option that picks the format (``--format`` or ``--to``). It covers building
-    the :class:`~softlabels.format.encoding_spec.EncodingSpec` and the run, which refuses ``k`` above
-    the number of classes once the data is known.
-    """
-    from softlabels.errors import InvalidArgumentError, InvalidSettingError
-
-    try:
-        yield
-    except InvalidSettingError as exc:
-        raise InvalidArgumentError(f"{_FORMAT_FLAGS.get(exc.setting, switch)}: {exc}") from exc

@@ -12,7 +12,6 @@ from softlabels.cli.main import cli
 from softlabels.cli.options import (
     dataset_options,
     device_options,
-    format_option_errors,
     format_options,
     invocation,
     precision_option,
@@ -55,12 +54,11 @@ def generate(
     from softlabels.format.encoding_spec import EncodingSpec
     from softlabels.processing.generation.config import GenerateConfig
 
-    with format_option_errors("--format"):
-        encoding = EncodingSpec.create(label_format, dtype=dtype, k=k, samples=samples, seed=seed)
-        config = GenerateConfig(command=invocation(), encoding=encoding, **options)
-        from softlabels.processing.generation import generate as run  # torch: once the options are valid
+    encoding = EncodingSpec.create(label_format, dtype=dtype, k=k, samples=samples, seed=seed)
+    config = GenerateConfig(command=invocation(), encoding=encoding, **options)
+    from softlabels.processing.generation import generate as run  # torch: once the options are valid
 
-        summary = run(config)
+    summary = run(config)
     click.echo(summary.describe())
 
 

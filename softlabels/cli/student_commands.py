@@ -123,6 +123,12 @@ def train_student(**options: Any) -> None:
 @dataset_options
 @click.option("--teacher", required=True, help="Built-in name, torchvision architecture, or a plug-in.")
 @click.option("--teacher-weights", default=None, help="Start from these weights (state_dict or checkpoint).")
+@click.option(
+    "--partition",
+    default=None,
+    metavar="I/N",
+    help="Train on part I (from 1) of N disjoint, fixed parts of the split (PATE teachers).",
+)
 @_training_options
 def train_teacher(**options: Any) -> None:
     """Train a teacher with cross-entropy; its --out/final.pt feeds generate --teacher-weights."""

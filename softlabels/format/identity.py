@@ -118,8 +118,17 @@ def store_identity(header: StoreHeader, scope: Scope) -> dict[str, Any]:
 
 
 # What a derivation record must repeat for a resumed derivation: the same operation, from the same
-# source run (regenerating the source in between makes a new run id), into the same encoding.
-DERIVATION_KEYS = ("operation", "source_run_id", "source_created", "source_encoding", "encoding")
+# source run (regenerating the source in between makes a new run id), into the same encoding. A merge
+# records one run id per member, and how the members were combined (mode, weights).
+DERIVATION_KEYS = (
+    "operation",
+    "source_run_id",
+    "source_created",
+    "source_encoding",
+    "encoding",
+    "mode",
+    "weights",
+)
 
 
 def _derivation_identity(step: Mapping[str, Any]) -> dict[str, Any]:

@@ -30,6 +30,7 @@ ATTRIBUTE_KEY = "softlabels"
 TARGETS_ARRAY = "targets"
 SHARDS_DONE_ARRAY = "shards_done"
 SHARD_RUNS_ARRAY = "shard_runs"  # per shard, the run id (as an unsigned integer) of the run that wrote it
+ANSWERED_ARRAY = "answered"  # per row, 1 when the row holds a label (only when layout.answered_mask)
 _RUN_ID = re.compile(r"[0-9a-f]{16}")
 TARGET_CHUNK_BYTES = 1 << 20
 MIN_CHUNK_ROWS = 64
@@ -53,7 +54,7 @@ def run_token(run_id: str) -> int:
 
 
 Parser = Callable[[Any, str], Any]
-_Header = TypeVar("_Header")
+_Header = TypeVar("_Header", bound="_HeaderPart")
 
 
 def parse_str(value: Any, name: str) -> str:
@@ -145,20 +146,33 @@ def _shown(value: Any) -> str:
     return text if len(text) <= 60 else f"{text[:57]}..."
 
 
-def _parse_fields(instance: Any) -> None:
-    """Replace every field of a frozen dataclass by its parsed value (each class's ``_PARSERS``)."""
-    for name, parser in instance._PARSERS.items():
-        object.__setattr__(instance, name, parser(getattr(instance, name), _join(instance._PATH, name)))
+class _HeaderPart:
+    """Base of the header's frozen dataclasses: every field goes through its parser (``_PARSERS``) on construction."""
+
+    _PATH: ClassVar[str]
+    _PARSERS: ClassVar[dict[str, Parser]]
+
+    def __post_init__(self) -> None:
+        for name, parser in self._PARSERS.items():
+            object.__setattr__(self, name, parser(getattr(self, name), _join(self._PATH, name)))
+
+
+@dataclass(frozen=True)
+class _Part:
+    """The parser of a field that holds another header part (:func:`_build` builds it from its JSON object)."""
+
+    part: type[_HeaderPart]
+
+    def __call__(self, value: Any, name: str) -> Any:
+        return _instance_of(self.part, value, name)
 
 
 def _join(path: str, name: str) -> str:
     return f"{path}.{name}" if path else name
 
 
-def _build(
-    cls: type[_Header], document: Any, path: str, nested: Mapping[str, Parser] | None = None
-) -> _Header:
-    """An instance of the dataclass ``cls`` from its JSON object at ``path`` (``nested`` builds sub-objects)."""
+def _build(cls: type[_Header], document: Any, path: str) -> _Header:
+    """An instance of the header part ``cls`` from its JSON object at ``path``, parts within built likewise."""
     data = parse_mapping(document, path or "the header")
     known = {item.name: item for item in dataclasses.fields(cls)}  # type: ignore[arg-type]
     unknown = sorted(set(data) - set(known))
@@ -169,16 +183,15 @@ def _build(
         no_default = item.default is dataclasses.MISSING and item.default_factory is dataclasses.MISSING
         if no_default and name not in data:
             raise StoreFormatError(f"{_join(path, name)} is missing")
-    builders = nested or {}
-    values = {
-        name: builders[name](value, _join(path, name)) if name in builders else value
-        for name, value in data.items()
-    }
+    values = dict(data)
+    for name, parser in cls._PARSERS.items():
+        if isinstance(parser, _Part) and name in data:
+            values[name] = _build(parser.part, data[name], _join(path, name))
     return cls(**values)
 
 
 @dataclass(frozen=True)
-class TeacherInfo:
+class TeacherInfo(_HeaderPart):
     """The model whose outputs the store holds."""
 
     spec: str
@@ -196,16 +209,9 @@ class TeacherInfo:
         "parameters_sha256": parse_optional_str,
     }
 
-    def __post_init__(self) -> None:
-        _parse_fields(self)
-
-    @classmethod
-    def from_json(cls, document: Any, path: str = _PATH) -> TeacherInfo:
-        return _build(cls, document, path)
-
 
 @dataclass(frozen=True)
-class DatasetInfo:
+class DatasetInfo(_HeaderPart):
     """The exact data the rows belong to, in row order."""
 
     spec: str
@@ -230,20 +236,16 @@ class DatasetInfo:
     }
 
     def __post_init__(self) -> None:
-        _parse_fields(self)
+        super().__post_init__()
         if len(self.class_names) != self.num_classes:
             raise StoreFormatError(
                 f"{self._PATH}.class_names holds {len(self.class_names)} names for "
                 f"{self._PATH}.num_classes = {self.num_classes}"
             )
 
-    @classmethod
-    def from_json(cls, document: Any, path: str = _PATH) -> DatasetInfo:
-        return _build(cls, document, path)
-
 
 @dataclass(frozen=True)
-class Layout:
+class Layout(_HeaderPart):
     """How rows are encoded and cut into chunks and shards."""
 
     encoding: str
@@ -252,6 +254,10 @@ class Layout:
     num_classes: int
     chunk_rows: int
     shard_rows: int
+    # True: the store has an ANSWERED_ARRAY and only the rows it marks hold labels (private
+    # labels, where refused and unasked queries carry none). Stores without it hold a label in
+    # every row, and their header leaves the field out (see StoreHeader.to_json).
+    answered_mask: bool = False
 
     _PATH: ClassVar[str] = "layout"
     _PARSERS: ClassVar[dict[str, Parser]] = {
@@ -261,19 +267,16 @@ class Layout:
         "num_classes": parse_positive_int,
         "chunk_rows": parse_positive_int,
         "shard_rows": parse_positive_int,
+        "answered_mask": parse_bool,
     }
 
     def __post_init__(self) -> None:
-        _parse_fields(self)
+        super().__post_init__()
         # Shards are whole chunks, so that concurrent shard writers never share a chunk.
         if self.shard_rows % self.chunk_rows:
             raise StoreFormatError(
                 f"layout.shard_rows ({self.shard_rows}) must be a multiple of layout.chunk_rows ({self.chunk_rows})"
             )
-
-    @classmethod
-    def from_json(cls, document: Any, path: str = _PATH) -> Layout:
-        return _build(cls, document, path)
 
     @property
     def encoding_spec(self) -> EncodingSpec:
@@ -300,7 +303,7 @@ class Layout:
 
 
 @dataclass(frozen=True)
-class Provenance:
+class Provenance(_HeaderPart):
     """Where the stored labels come from: enough to reproduce or to refuse them."""
 
     teacher: TeacherInfo
@@ -318,8 +321,8 @@ class Provenance:
 
     _PATH: ClassVar[str] = "provenance"
     _PARSERS: ClassVar[dict[str, Parser]] = {
-        "teacher": lambda value, name: _instance_of(TeacherInfo, value, name),
-        "dataset": lambda value, name: _instance_of(DatasetInfo, value, name),
+        "teacher": _Part(TeacherInfo),
+        "dataset": _Part(DatasetInfo),
         "temperature": parse_positive_float,
         "precision": parse_str,
         "command": parse_str,
@@ -330,22 +333,13 @@ class Provenance:
         "compute": parse_mapping,
     }
 
-    def __post_init__(self) -> None:
-        _parse_fields(self)
-
-    @classmethod
-    def from_json(cls, document: Any, path: str = _PATH) -> Provenance:
-        return _build(
-            cls, document, path, {"teacher": TeacherInfo.from_json, "dataset": DatasetInfo.from_json}
-        )
-
     def origin(self) -> str:
         """``generate`` for stores a teacher wrote, else the operation of the last derivation (``convert``)."""
         return str(self.derived_from[-1].get("operation", "derived")) if self.derived_from else "generate"
 
 
 @dataclass(frozen=True)
-class StoreHeader:
+class StoreHeader(_HeaderPart):
     """The whole attribute document of a store.
 
     ``run_id`` is made when the store is created (again when it is overwritten). Every shard records
@@ -364,8 +358,8 @@ class StoreHeader:
 
     _PATH: ClassVar[str] = ""
     _PARSERS: ClassVar[dict[str, Parser]] = {
-        "layout": lambda value, name: _instance_of(Layout, value, name),
-        "provenance": lambda value, name: _instance_of(Provenance, value, name),
+        "layout": _Part(Layout),
+        "provenance": _Part(Provenance),
         "complete": parse_bool,
         "format": parse_str,
         "version": parse_positive_int,
@@ -373,7 +367,7 @@ class StoreHeader:
     }
 
     def __post_init__(self) -> None:
-        _parse_fields(self)
+        super().__post_init__()
         dataset = self.provenance.dataset
         for what, stored, labelled in (
             ("num_rows", self.layout.num_rows, dataset.num_rows),
@@ -385,7 +379,10 @@ class StoreHeader:
                 )
 
     def to_json(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        document = dataclasses.asdict(self)
+        if not self.layout.answered_mask:  # stores of unmasked rows keep the header older readers know
+            del document["layout"]["answered_mask"]
+        return document
 
     @classmethod
     def from_json(cls, document: Any, *, where: str) -> StoreHeader:
@@ -406,17 +403,12 @@ class StoreHeader:
                 f"{FORMAT_VERSION} (upgrade softlabels to read newer stores)"
             )
         try:
-            return _build(
-                cls,
-                document,
-                cls._PATH,
-                {"layout": Layout.from_json, "provenance": Provenance.from_json},
-            )
+            return _build(cls, document, cls._PATH)
         except StoreFormatError as exc:
             raise StoreFormatError(f"{where} has a damaged softlabels header: {exc}") from exc
 
 
-def _instance_of(cls: type[_Header], value: Any, name: str) -> _Header:
+def _instance_of(cls: type[_HeaderPart], value: Any, name: str) -> _HeaderPart:
     if not isinstance(value, cls):
         raise StoreFormatError(f"{name} must be a {cls.__name__}, got {_shown(value)}")
     return value

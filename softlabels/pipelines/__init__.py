@@ -10,8 +10,7 @@ Names are imported lazily, so that reading and checking a pipeline (:mod:`softla
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from softlabels.lazy import lazy_attributes
 
 _LAZY = {
     "PipelineReport": "softlabels.pipelines.report",
@@ -24,9 +23,4 @@ _LAZY = {
 
 __all__ = list(_LAZY)
 
-
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'softlabels.pipelines' has no attribute '{name}'")
-    return getattr(importlib.import_module(module), name)
+__getattr__ = lazy_attributes(__name__, _LAZY)

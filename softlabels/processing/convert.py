@@ -27,20 +27,12 @@ import time
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 from softlabels import __version__
-from softlabels.defaults import SCHEDULERS
-from softlabels.errors import (
-    Interrupted,
-    InvalidArgumentError,
-    SoftLabelsError,
-    StoreConflictError,
-    StoreWriteError,
-)
+from softlabels.defaults import SCHEDULERS  # noqa: F401  (the schedulers convert_store accepts)
+from softlabels.errors import InvalidArgumentError, StoreConflictError
 from softlabels.format.encoding_spec import EncodingSpec
-from softlabels.progress import Progress
-from softlabels.progress import progress as show_progress
+from softlabels.processing.shards import absolute_location, check_run_options, write_pending_shards
 from softlabels.store import (
     Encoding,
     LabelStore,
@@ -109,23 +101,21 @@ def convert_store(
         StoreConflictError: the source or the output was replaced while converting.
     """
     started = time.perf_counter()
-    _check_run_options(scheduler, workers, chunk_rows, chunks_per_shard)
+    check_run_options(scheduler, workers, chunk_rows, chunks_per_shard)
     store = open_store(source)
     row_encoding = encoding.build()
     _check_source(store, row_encoding, out)
     header = _derived_header(store, encoding, row_encoding, chunk_rows, chunks_per_shard, command)
     writer = StoreWriter.open(out, header, row_encoding, overwrite=overwrite)
-    pending = writer.pending_shards()
-    if pending:
-        try:
-            _run_shards(
-                store.location, str(writer.path), writer.header, pending, scheduler, workers, progress
-            )
-        except KeyboardInterrupt:
-            total = writer.header.layout.num_shards
-            kept = total - len(writer.pending_shards())
-            what = f"{kept} of {total} shards in {writer.path}"
-            raise Interrupted(f"interrupted: kept {what}; re-run the same command to finish", what) from None
+    pending = write_pending_shards(
+        writer,
+        convert_shard,
+        lambda shard: (store.location, str(writer.path), writer.header, shard),
+        scheduler=scheduler,
+        workers=workers,
+        progress=progress,
+        desc="convert",
+    )
     final = writer.mark_complete()
     size = writer.bytes_on_disk()
     return ConvertSummary(
@@ -140,20 +130,6 @@ def convert_store(
         source=store.location,
         encoding=encoding,
     )
-
-
-def _check_run_options(
-    scheduler: str, workers: int | None, chunk_rows: int | None, chunks_per_shard: int
-) -> None:
-    if scheduler not in SCHEDULERS:
-        raise InvalidArgumentError(f"scheduler '{scheduler}' is not one of {', '.join(SCHEDULERS)}")
-    for option, value in (
-        ("--workers", workers),
-        ("--chunk-rows", chunk_rows),
-        ("--chunks-per-shard", chunks_per_shard),
-    ):
-        if value is not None and value < 1:
-            raise InvalidArgumentError(f"{option} must be >= 1, got {value}")
 
 
 def _check_source(store: LabelStore, encoding: Encoding, out: str | os.PathLike[str]) -> None:
@@ -189,7 +165,7 @@ def _derived_header(
     )
     record = {
         "operation": CONVERSION,
-        "source": _absolute(store.location),
+        "source": absolute_location(store.location),
         # Which run of the source: a source regenerated in between has another run id.
         "source_run_id": store.header.run_id,
         "source_created": store.provenance.created,
@@ -205,62 +181,9 @@ def _derived_header(
     return StoreHeader(layout=layout, provenance=provenance)
 
 
-def _absolute(location: str) -> str:
-    """A local path made absolute, so the record still names the source when read elsewhere; URLs as given."""
-    return location if "://" in location else str(Path(location).resolve())
-
-
 def _aligned_chunk_rows(source_chunk_rows: int, bytes_per_row: int) -> int:
     """About 1 MiB per chunk, as ``generate`` picks, but a multiple of the source's chunk rows."""
     return source_chunk_rows * max(1, default_chunk_rows(bytes_per_row) // source_chunk_rows)
-
-
-def _run_shards(
-    source: str,
-    out: str,
-    header: StoreHeader,
-    shards: list[int],
-    scheduler: str,
-    workers: int | None,
-    progress: bool,
-) -> None:
-    from dask.base import compute
-    from dask.delayed import delayed
-
-    tasks = [delayed(convert_shard)(source, out, header, shard) for shard in shards]
-    options: dict[str, Any] = {"scheduler": scheduler}
-    if workers is not None and scheduler != "synchronous":
-        options["num_workers"] = workers
-    # A bar on a terminal, a plain line every 30 s in a log file; dask reports each finished shard.
-    with show_progress(len(shards), desc="convert", unit="shard", enabled=progress) as bar:
-        with _count_shards(bar):
-            try:
-                compute(*tasks, **options)  # type: ignore[no-untyped-call]  # dask ships without annotations
-            except OSError as exc:
-                if isinstance(exc, SoftLabelsError):
-                    raise
-                raise _write_error(out, exc) from exc
-
-
-def _write_error(out: str, error: OSError) -> StoreWriteError:
-    """A shard task's operating-system error as one line naming the file and the reason."""
-    where = error.filename or out
-    return StoreWriteError(
-        f"cannot write {where}: {error.strerror or error} (the shards already converted into {out} are kept; "
-        "run the same command again to finish it)"
-    )
-
-
-def _count_shards(bar: Progress) -> Any:
-    """A dask callback that counts every finished ``convert_shard`` task on ``bar``."""
-    from dask.callbacks import Callback
-
-    def count(key: Any, *_: Any) -> None:
-        name = key[0] if isinstance(key, tuple) else key
-        if str(name).startswith(convert_shard.__name__):
-            bar.update(1)
-
-    return Callback(posttask=count)  # type: ignore[no-untyped-call]
 
 
 def convert_shard(source: str, out: str, header: StoreHeader, shard: int) -> int:
@@ -275,16 +198,16 @@ def convert_shard(source: str, out: str, header: StoreHeader, shard: int) -> int
     expected = header.provenance.derived_from[-1]["source_run_id"]
     # The whole source was checked complete when the conversion started; its run id, read before and
     # after the rows, proves these rows still come from that run (run ids never repeat).
-    _refuse_replaced_source(source, expected)
-    rows = open_store(source, allow_incomplete=True).read_rows(start, stop)
-    _refuse_replaced_source(source, expected)
+    opened = open_store(source, allow_incomplete=True)
+    _refuse_other_run(source, expected, opened.header.run_id)
+    rows = opened.read_rows(start, stop)
+    _refuse_other_run(source, expected, read_header(source).run_id)
     fields = encoding.encode(rows.fields["logits"], start)
     StoreWriter(Path(out), header, encoding).write_shard(shard, fields, rows.targets)
     return shard
 
 
-def _refuse_replaced_source(source: str, run_id: str | None) -> None:
-    current = read_header(source).run_id
+def _refuse_other_run(source: str, run_id: str | None, current: str | None) -> None:
     if current != run_id:
         raise StoreConflictError(
             f"the source {source} was replaced while it was being converted (run id {run_id} became "

@@ -238,14 +238,16 @@ def load_model(
         UnknownNameError, PluginError: As for :func:`build_model`.
     """
     if weights is not None and random_weights:
-        raise InvalidArgumentError(f"pass either --{role}-weights or --random-weights, not both")
+        raise InvalidArgumentError(
+            f"give either {role} weights ({role}_weights) or random weights (random_weights), not both"
+        )
     if weights is None and not random_weights and not _is_plugin_spec(spec):
         # Checked before building so that a forgotten option fails fast.
         if not is_model_name(spec):
             raise _unknown_model(spec)
         raise WeightsError(
-            f"model '{spec}' has no trained weights: pass --{role}-weights PATH "
-            "(a state_dict or softlabels checkpoint) or --random-weights"
+            f"model '{spec}' has no trained weights: give a state_dict or softlabels checkpoint file "
+            f"({role}_weights) or accept random weights (random_weights)"
         )
     module = build_model(spec, num_classes=num_classes, in_channels=in_channels, input_size=input_size)
     if weights is None:

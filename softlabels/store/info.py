@@ -71,10 +71,44 @@ def _format_size(size: int | None, num_rows: int) -> str:
 
 
 def _format_derivation(step: dict[str, Any]) -> str:
-    """One conversion record, e.g. ``convert of /s/full.zarr (full {...} -> topk {...}) at <time>``."""
+    """One conversion record, e.g. ``convert of /s/full.zarr (full {...} -> topk {...}) at <time>``, or a merge."""
+    if step.get("operation") == "pate-gnmax":
+        return _format_private_release(step)
+    if isinstance(step.get("members"), list):
+        members = ", ".join(
+            f"{member.get('location')} ({_format_encoding(member.get('encoding'))}, T={member.get('temperature')}, "
+            f"weight {member.get('weight')})"
+            for member in step["members"]
+            if isinstance(member, dict)
+        )
+        return (
+            f"{step.get('operation', 'derived')} ({step.get('mode')} mode) of {members} -> "
+            f"{_format_encoding(step.get('encoding'))} at {step.get('created')}"
+        )
     return (
         f"{step.get('operation', 'derived')} of {step.get('source')} ({_format_encoding(step.get('source_encoding'))}"
         f" -> {_format_encoding(step.get('encoding'))}) at {step.get('created')}"
+    )
+
+
+def _format_private_release(step: dict[str, Any]) -> str:
+    """A PATE release: the mechanism, its noise, what was answered and the privacy spent."""
+    check = (
+        f", threshold {step.get('threshold')} (sigma1 {step.get('sigma1')})"
+        if step.get("threshold") is not None
+        else ""
+    )
+    seed = (
+        ""
+        if step.get("noise_seed") is None
+        else f"; noise seed {step.get('noise_seed')} recorded: not private"
+    )
+    teachers = len(step.get("members") or ())
+    return (
+        f"pate-gnmax of {teachers} teachers: {step.get('mechanism')} sigma {step.get('sigma')}{check}; "
+        f"{step.get('answered')} of {step.get('queries')} queries answered, {step.get('refused')} refused, "
+        f"{step.get('not_asked')} rows not asked (masked); epsilon {step.get('epsilon')} at delta "
+        f"{step.get('delta')}{seed}; at {step.get('created')}"
     )
 
 

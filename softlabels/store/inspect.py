@@ -65,13 +65,17 @@ def inspect_store(
     full = open_store(reference) if reference is not None else None
     if full is not None:
         _check_reference(store, full)
-    totals = _Totals(bins)
+    totals = QualityTotals(bins)
     step = max(1, MAX_DENSE_ELEMENTS // store.num_classes)
     for start, stop in _blocks(store, full):
         chunk = store.read_rows(start, stop)
         reference_fields = full.read_rows(start, stop).fields if full is not None else None
         for begin in range(0, stop - start, step):
-            rows = slice(begin, begin + step)
+            # Private labels: rows without an answer hold no label and are left out of every figure.
+            answered = store.answered[start + begin : min(start + begin + step, stop)]
+            rows = np.flatnonzero(answered) + begin if not answered.all() else slice(begin, begin + step)
+            if not answered.any():
+                continue
             reference_probs = (
                 None
                 if full is None or reference_fields is None
@@ -98,7 +102,7 @@ def inspect_store(
     }
 
 
-def _rows_of(fields: dict[str, np.ndarray], rows: slice) -> dict[str, np.ndarray]:
+def _rows_of(fields: dict[str, np.ndarray], rows: slice | np.ndarray) -> dict[str, np.ndarray]:
     return {name: values[rows] for name, values in fields.items()}
 
 
@@ -159,8 +163,8 @@ def stored_bytes(location: str, arrays: list[str]) -> int:
 
 
 @dataclass
-class _Totals:
-    """Running sums over rows, so the metrics need one pass over the store."""
+class QualityTotals:
+    """Running sums over rows, so the metrics need one pass over the store (``compare`` uses them too)."""
 
     bins: int
     rows: int = 0
@@ -189,7 +193,17 @@ class _Totals:
         reference: np.ndarray | None,
     ) -> None:
         probs = encoding.reconstruct(fields, num_classes)
-        predicted = probs.argmax(axis=1)
+        predicted = self.add_distribution(probs, targets)
+        if reference is not None:
+            self.kl += float(kl_divergence(reference, probs).sum())
+            self.agree += float((reference.argmax(axis=1) == predicted).sum())
+            kept = encoding.stored_classes(fields, num_classes)
+            self.kept_mass += float(np.where(kept, reference, 0.0).sum())
+            self.total_variation += float(0.5 * np.abs(reference - probs).sum())
+
+    def add_distribution(self, probs: np.ndarray, targets: np.ndarray) -> np.ndarray:
+        """Count teacher rows ``probs`` (float64 ``[n, C]``) against ``targets``; returns the predicted classes."""
+        predicted: np.ndarray = probs.argmax(axis=1)
         confidence = probs.max(axis=1)
         correct = (predicted == targets).astype(np.float64)
         self.rows += len(probs)
@@ -200,12 +214,7 @@ class _Totals:
         self.bin_rows += np.bincount(slot, minlength=self.bins)
         self.bin_confidence += np.bincount(slot, weights=confidence, minlength=self.bins)
         self.bin_correct += np.bincount(slot, weights=correct, minlength=self.bins)
-        if reference is not None:
-            self.kl += float(kl_divergence(reference, probs).sum())
-            self.agree += float((reference.argmax(axis=1) == predicted).sum())
-            kept = encoding.stored_classes(fields, num_classes)
-            self.kept_mass += float(np.where(kept, reference, 0.0).sum())
-            self.total_variation += float(0.5 * np.abs(reference - probs).sum())
+        return predicted
 
     def teacher(self) -> dict[str, Any]:
         rows = max(1, self.rows)

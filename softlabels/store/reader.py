@@ -26,6 +26,7 @@ from softlabels.errors import (
 from softlabels.files import folder_bytes
 from softlabels.format.encodings import Encoding, FieldSpec, stored_encoding
 from softlabels.format.schema import (
+    ANSWERED_ARRAY,
     ATTRIBUTE_KEY,
     FORMAT_VERSION,
     SHARD_RUNS_ARRAY,
@@ -124,6 +125,26 @@ class LabelStore:
         )
         return written_by_this_run
 
+    @functools.cached_property
+    def answered(self) -> np.ndarray:
+        """One bool per row: whether it holds a label (all True unless the layout has an answered mask).
+
+        Rows marked False (private labels: queries refused or never asked) hold no label; their
+        stored fields are zeros and must not be trained on.
+
+        Raises:
+            StoreFormatError: the mask holds a value other than 0 and 1.
+            StoreCorruptError: a chunk of the mask cannot be read.
+        """
+        if not self.layout.answered_mask:
+            return np.ones(self.num_rows, dtype=bool)
+        stored = self._arrays.read([ANSWERED_ARRAY], 0, self.num_rows)[ANSWERED_ARRAY]
+        if stored.shape != (self.num_rows,) or not np.isin(stored, (0, 1)).all():
+            raise StoreFormatError(
+                f"{self.location} has a damaged '{ANSWERED_ARRAY}' array: one 0 or 1 per row is expected"
+            )
+        return stored.astype(bool)
+
     def read_rows(self, start: int, stop: int, *, raw: bool = False) -> LabelChunk:
         """Read rows ``[start, stop)``; callers pass chunk boundaries so no chunk is decoded twice.
 
@@ -184,7 +205,7 @@ def open_store(location: str | os.PathLike[str], *, allow_incomplete: bool = Fal
     group = _open_group(where)
     header = StoreHeader.from_json(group.attrs.get(ATTRIBUTE_KEY), where=where)
     store = _READERS[header.version](where, group, header)
-    if not store.complete and not allow_incomplete:
+    if not allow_incomplete and not store.complete:  # reading every shard's record only when it matters
         done = int(store.shards_done().sum())
         raise IncompleteStoreError(
             f"{where} is incomplete ({done} of {header.layout.num_shards} shards written); "

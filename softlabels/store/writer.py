@@ -34,11 +34,18 @@ from typing import Any
 import numpy as np
 import zarr
 
-from softlabels.errors import StoreConflictError, StoreMismatchError, StoreNotFoundError, StoreWriteError
+from softlabels.errors import (
+    InvalidArgumentError,
+    StoreConflictError,
+    StoreMismatchError,
+    StoreNotFoundError,
+    StoreWriteError,
+)
 from softlabels.files import folder_bytes
 from softlabels.format.encodings import Encoding, FieldSpec
 from softlabels.format.identity import Scope, mismatches, store_identity
 from softlabels.format.schema import (
+    ANSWERED_ARRAY,
     ATTRIBUTE_KEY,
     SHARD_RUNS_ARRAY,
     SHARDS_DONE_ARRAY,
@@ -52,6 +59,7 @@ from softlabels.store.codecs import checked_compressors
 from softlabels.store.reader import read_header
 
 TARGETS_DTYPE = "int32"
+ANSWERED_DTYPE = "uint8"
 
 
 @dataclass(frozen=True)
@@ -169,18 +177,31 @@ class StoreWriter:
     def pending_shards(self) -> list[int]:
         return np.flatnonzero(~self.shards_done()).tolist()
 
-    def write_shard(self, shard: int, fields: dict[str, np.ndarray], targets: np.ndarray) -> None:
+    def write_shard(
+        self,
+        shard: int,
+        fields: dict[str, np.ndarray],
+        targets: np.ndarray,
+        answered: np.ndarray | None = None,
+    ) -> None:
         """Write every row of ``shard`` and then record it as done by this run.
+
+        ``answered`` (one bool per row of the shard) is required exactly when the layout has an
+        answered mask: rows marked False hold no label.
 
         Raises:
             StoreConflictError: the store was replaced (or removed) since this run opened it; nothing
                 was written.
+            InvalidArgumentError: ``answered`` is missing for a masked store, given for an unmasked
+                one, or not one value per row.
         """
         start, stop = self.header.layout.shard_bounds(shard)
+        mask_writes = self._answered_writes(answered, start, stop)
         with self._lock.hold(exclusive=False):
             self._refuse_if_replaced()
             writes: dict[str, tuple[int | slice, Any]] = {
                 **{name: (slice(start, stop), values) for name, values in fields.items()},
+                **mask_writes,
                 TARGETS_ARRAY: (slice(start, stop), targets.astype(TARGETS_DTYPE, copy=False)),
                 SHARD_RUNS_ARRAY: (shard, self._token),
                 SHARDS_DONE_ARRAY: (shard, 1),  # last: the shard counts as done only after its rows
@@ -190,6 +211,23 @@ class StoreWriter:
                     self._arrays[name][where] = values
                 except OSError as exc:
                     raise shard_write_error(self.path / name, shard, exc) from exc
+
+    def _answered_writes(
+        self, answered: np.ndarray | None, start: int, stop: int
+    ) -> dict[str, tuple[int | slice, Any]]:
+        masked = self.header.layout.answered_mask
+        if masked != (answered is not None):
+            raise InvalidArgumentError(
+                f"{self.path}: an answered mask is {'required' if masked else 'not allowed'} for this "
+                f"store ({'its layout has' if masked else 'its layout has no'} answered mask)"
+            )
+        if answered is None:
+            return {}
+        if answered.shape != (stop - start,):
+            raise InvalidArgumentError(
+                f"the answered mask of rows [{start}, {stop}) must hold {stop - start} values, got shape {answered.shape}"
+            )
+        return {ANSWERED_ARRAY: (slice(start, stop), answered.astype(ANSWERED_DTYPE))}
 
     def bytes_on_disk(self) -> int:
         return folder_bytes(self.path)
@@ -295,7 +333,8 @@ def _create_atomically(path: Path, header: StoreHeader, encoding: Encoding) -> N
 def _create_layout(path: Path, header: StoreHeader, encoding: Encoding) -> None:
     layout = header.layout
     group = zarr.open_group(str(path), mode="w-", attributes={ATTRIBUTE_KEY: header.to_json()})
-    for spec in (*encoding.fields(layout.num_classes), FieldSpec(TARGETS_ARRAY, (), TARGETS_DTYPE)):
+    mask = (FieldSpec(ANSWERED_ARRAY, (), ANSWERED_DTYPE),) if layout.answered_mask else ()
+    for spec in (*encoding.fields(layout.num_classes), FieldSpec(TARGETS_ARRAY, (), TARGETS_DTYPE), *mask):
         _create_row_array(group, spec, layout.num_rows, layout.chunk_rows)
     for name, dtype in ((SHARDS_DONE_ARRAY, "uint8"), (SHARD_RUNS_ARRAY, "uint64")):
         group.create_array(

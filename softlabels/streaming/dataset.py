@@ -23,7 +23,7 @@ from softlabels.errors import DataError, InvalidArgumentError, StoreMismatchErro
 from softlabels.format.encodings import Encoding
 from softlabels.format.identity import Scope, data_identity, dataset_info, mismatches, store_identity
 from softlabels.sources import DatasetSource, load_dataset
-from softlabels.store import FullEncoding, StoreHeader, default_chunk_rows, open_store
+from softlabels.store import FullEncoding, LabelStore, StoreHeader, default_chunk_rows, open_store
 from softlabels.streaming.labels import BlockLabels, Labels, StoreLabels, decoded_row_bytes
 from softlabels.streaming.plan import EpochPlan, SeedStream, check_part, derive_seed
 
@@ -102,6 +102,9 @@ class SoftLabelDataset(IterableDataset[Sample]):
         label_bytes: Bytes of every decoded label row and target (what holding them costs).
         in_memory: Whether ``label_bytes`` fit the memory budget, so the labels are held whole.
         plan: The chunk-aware order of every epoch.
+        answered: For a store with an answered mask (private labels), one bool per row: rows
+            marked False hold no label and are skipped (by iteration and by the batched loader),
+            so an epoch yields fewer samples than ``len``; None for every other store.
     """
 
     def __init__(
@@ -132,6 +135,7 @@ class SoftLabelDataset(IterableDataset[Sample]):
         num_classes = self.source.num_classes
         if self.location is None:
             self.header: StoreHeader | None = None
+            self.answered: np.ndarray | None = None
             self.encoding: Encoding | None = None
             self.temperature: float | None = None
             # As if stored: a default ``full`` float16 store of this data, chunked as ``generate`` would.
@@ -140,6 +144,7 @@ class SoftLabelDataset(IterableDataset[Sample]):
         else:
             store = open_store(self.location)
             check_store_matches(store.header, self.source, self.location)
+            self.answered = _answered_rows(store, self.location)
             self.header = store.header
             self.encoding = store.encoding
             self.temperature = store.temperature
@@ -189,7 +194,8 @@ class SoftLabelDataset(IterableDataset[Sample]):
         for block in self.plan.worker_blocks(epoch, self.rank, self.world_size, worker, num_workers):
             loaded = None if self.stored_labels is None else self.stored_labels.load(block)
             for row, position in zip(block.rows.tolist(), block.positions().tolist(), strict=True):
-                yield self._sample(epoch, row, position, loaded)
+                if self.answered is None or self.answered[row]:
+                    yield self._sample(epoch, row, position, loaded)
 
     def check_target(self, row: int, data_label: int, stored_label: int) -> None:
         """Refuse a sample whose label in the data differs from the store's target.
@@ -254,6 +260,20 @@ def check_store_matches(header: StoreHeader, source: DatasetSource, location: st
         raise StoreMismatchError(
             f"{location} was made from other data than {source.spec} [{source.split}] ({'; '.join(found)})"
         )
+
+
+def _answered_rows(store: LabelStore, location: str) -> np.ndarray | None:
+    """The store's answered mask, or None when every row holds a label.
+
+    Raises:
+        DataError: no row of the store holds a label.
+    """
+    if not store.layout.answered_mask:
+        return None
+    answered = store.answered
+    if not answered.any():
+        raise DataError(f"{location} holds no answered row: there is nothing to train on")
+    return answered
 
 
 def _resolve_source(

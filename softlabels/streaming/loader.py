@@ -8,7 +8,9 @@ from blocks of whole chunks read ahead on a thread. So:
 * the batches, and a model trained on them, are the same with 0, 1 or any number of workers;
 * labels are read once per run when they fit the budget (workers persist across epochs and never
   hold labels), and streamed blocks are read once per epoch;
-* every batch's targets are checked against the data's labels.
+* every batch's targets are checked against the data's labels;
+* rows a store marks unanswered (private labels) are dropped from their batch, which may then be
+  shorter (and is skipped when empty).
 """
 
 from __future__ import annotations
@@ -116,9 +118,19 @@ class SoftLabelLoader:
         blocks = self.dataset.plan.blocks(epoch, self.dataset.rank, self.dataset.world_size)
         labels = label_batches(blocks, self.batch_size, stored.load, read_ahead=self.read_ahead)
         full = self.dataset.encoding_name == "full"
+        answered = self.dataset.answered
         for (inputs, targets), batch in zip(self._loader, labels, strict=True):
             self._check_targets(batch, targets)
-            yield inputs, label_tensors(batch.fields, full=full), targets
+            if answered is None:
+                yield inputs, label_tensors(batch.fields, full=full), targets
+                continue
+            # Rows without a label (refused or unasked private queries) leave the batch here, so
+            # every loss sees answered rows only; a batch with none is skipped.
+            keep = answered[batch.rows]
+            if keep.any():
+                fields = {name: values[keep] for name, values in batch.fields.items()}
+                index = torch.from_numpy(np.flatnonzero(keep))
+                yield inputs[index], label_tensors(fields, full=full), targets[index]
 
     def close(self) -> None:
         """Stop the persistent workers (a later pass starts new ones)."""

@@ -6,8 +6,7 @@ CLI imports to check its arguments) does not pull torch in through this package.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from softlabels.lazy import lazy_attributes
 
 _LAZY = {
     "EpochMetrics": "softlabels.training.config",
@@ -26,9 +25,4 @@ _LAZY = {
 
 __all__ = list(_LAZY)
 
-
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'softlabels.training' has no attribute '{name}'")
-    return getattr(importlib.import_module(module), name)
+__getattr__ = lazy_attributes(__name__, _LAZY)

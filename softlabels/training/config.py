@@ -16,6 +16,7 @@ from typing import Any
 from softlabels import defaults
 from softlabels.defaults import check_device, check_precision
 from softlabels.errors import InvalidArgumentError, UnknownNameError
+from softlabels.partitions import Partition, parse_partition
 from softlabels.training.run_dir import RUN_FILES
 
 __all__ = ["EpochMetrics", "LoopConfig", "TeacherConfig", "TrainConfig", "TrainSummary"]
@@ -166,10 +167,24 @@ class TrainConfig(LoopConfig):
 
 @dataclass(frozen=True, kw_only=True)
 class TeacherConfig(LoopConfig):
-    """Everything ``softlabels train-teacher`` takes; ``teacher_weights`` starts from trained weights."""
+    """Everything ``softlabels train-teacher`` takes; ``teacher_weights`` starts from trained weights.
+
+    ``partition`` (``"I/N"``) trains on part I of N disjoint parts of the training split (see
+    :mod:`softlabels.partitions`): the teachers of a PATE ensemble each take one part.
+    """
 
     teacher: str
     teacher_weights: str | None = None
+    partition: str | None = None
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self.partition_spec  # noqa: B018 - validates the partition now, before torch is imported
+
+    @property
+    def partition_spec(self) -> Partition | None:
+        """``partition`` parsed, or None when the whole split is used."""
+        return None if self.partition is None else parse_partition(self.partition)
 
 
 @dataclass(frozen=True)

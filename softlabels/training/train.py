@@ -33,6 +33,7 @@ from softlabels.progress import Progress
 from softlabels.progress import progress as show_progress
 from softlabels.runtime import autocast, resolve_device, seed_everything
 from softlabels.sources import DatasetSource, ModelSource, load_dataset, load_model, save_checkpoint
+from softlabels.sources.partitions import partition_source
 from softlabels.streaming.dataset import Labels, SoftLabelDataset
 from softlabels.streaming.loader import Batch, SoftLabelLoader
 from softlabels.streaming.plan import SeedStream, derive_seed
@@ -125,17 +126,30 @@ def train_teacher(config: TeacherConfig) -> TrainSummary:
     ``final.pt`` and ``best.pt`` are softlabels checkpoints that ``generate --teacher-weights``
     accepts.
     """
-    train_data = SoftLabelDataset(
-        None,
-        config.dataset,
-        split=config.split,
-        data_root=config.data_root,
-        augment=config.augment,
-        seed=config.seed,
-    )
-    return _run(
-        _prepare("teacher", config, train_data, config.teacher, config.teacher_weights, _HardLabelLoss())
-    )
+    partition = config.partition_spec
+    if partition is None:
+        train_data = SoftLabelDataset(
+            None,
+            config.dataset,
+            split=config.split,
+            data_root=config.data_root,
+            augment=config.augment,
+            seed=config.seed,
+        )
+        part_record = None
+    else:
+        split = load_dataset(config.dataset, config.split, data_root=config.data_root, augment=config.augment)
+        if config.augment and not split.augmented:
+            raise InvalidArgumentError(
+                f"dataset {config.dataset} cannot be augmented (only imagefolder: and torchvision: image files can)"
+            )
+        part = partition_source(split, partition)
+        train_data = SoftLabelDataset(None, part.source, seed=config.seed)
+        part_record = part.record
+    job = _prepare("teacher", config, train_data, config.teacher, config.teacher_weights, _HardLabelLoss())
+    if part_record is not None:
+        job.description["inputs"]["train partition"] = part_record
+    return _run(job)
 
 
 def _prepare(
@@ -161,6 +175,7 @@ def _prepare(
     settings["device"] = device.type  # "auto" as what it chose; the GPU's index does not change results
     if isinstance(loss, _DistillationLoss):
         settings["temperature"] = loss.temperature
+        settings["alpha"] = loss.alpha
     inputs = {
         "train data": train_data.source.fingerprint,
         "train preprocessing": train_data.source.preprocessing,
@@ -196,7 +211,18 @@ def _student_loss(config: TrainConfig, train_data: SoftLabelDataset) -> _Loss:
             f"temperature {temperature:g} differs from the store's {stored_temperature:g}: "
             f"only full stores can be re-tempered, {encoding} rows are fixed"
         )
-    return _DistillationLoss(encoding, stored_temperature, temperature, config.distillation_weight)
+    return _DistillationLoss(encoding, stored_temperature, temperature, _alpha(config, train_data))
+
+
+def _alpha(config: TrainConfig, train_data: SoftLabelDataset) -> float:
+    """``alpha``; for private labels (a store with an answered mask) 1 unless given.
+
+    The ground truth of the public split is not part of the PATE setting (its inputs are
+    unlabelled there), so by default such a student learns from the released answers alone.
+    """
+    if config.alpha is None and train_data.answered is not None:
+        return 1.0
+    return config.distillation_weight
 
 
 def _validation_source(config: LoopConfig, train: DatasetSource) -> DatasetSource:
@@ -331,6 +357,9 @@ class _Trainer:
             "class_names": list(source.class_names),
             "config": self.job.description["config"],
         }
+        partition = self.job.description["inputs"].get("train partition")
+        if partition is not None:
+            extra["partition"] = partition
         save_checkpoint(
             self.out / name,
             self.model,

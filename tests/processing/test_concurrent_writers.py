@@ -7,12 +7,10 @@ store, a killed run never leaves the lock stuck, and a mixed store is never call
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
 import threading
-import time
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -20,6 +18,7 @@ from typing import Any
 import numpy as np
 import pytest
 import zarr
+from slow_generate import CLI, PLUGINS, slow_generate_args, start_cli, wait_for_shards
 from synthetic_stores import synthetic_header, write_rows
 
 from softlabels.errors import IncompleteStoreError, StoreConflictError, StoreFormatError, StoreMismatchError
@@ -28,7 +27,6 @@ from softlabels.processing.generation import GenerateConfig, generate
 from softlabels.store import FullEncoding, StoreHeader, StoreWriter, open_store, read_header
 from softlabels.store.info import describe_store
 
-PLUGINS = Path(__file__).parent / "generation" / "plugins_for_tests.py"
 ROWS, CLASSES, CHUNK = 256, 4, 64
 ENCODING = FullEncoding("float32")
 
@@ -142,33 +140,8 @@ def test_no_lock_file_beside_a_refused_folder(tmp_path: Path) -> None:
 
 
 def start_generate(out: Path, temperature: str, *extra: str, delay: str = "0") -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            "from softlabels.cli import main; main()",
-            "generate",
-            "--dataset",
-            "digits",
-            "--teacher",
-            f"{PLUGINS}:slow_linear",
-            "--temperature",
-            temperature,
-            "--chunk-rows",
-            "64",
-            "--batch-size",
-            "32",
-            "--device",
-            "cpu",
-            "--out",
-            str(out),
-            *extra,
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env={**os.environ, "SOFTLABELS_TEST_DELAY": delay},
-    )
+    args = slow_generate_args(out, temperature=temperature)
+    return start_cli(*args, "--device", "cpu", *extra, env={"SOFTLABELS_TEST_DELAY": delay})
 
 
 @pytest.fixture(scope="module")
@@ -194,20 +167,9 @@ def reference(tmp_path_factory: pytest.TempPathFactory) -> dict[float, np.ndarra
     return made
 
 
-def wait_for_shards(out: Path, count: int, run: subprocess.Popen[str]) -> None:
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and run.poll() is None:
-        if (out / "shards_done").exists() and open_store(
-            out, allow_incomplete=True
-        ).shards_done().sum() >= count:
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"the run never wrote {count} shards: {run.communicate()[1]}")
-
-
 def info_json(out: Path) -> dict[str, Any]:
     result = subprocess.run(
-        [sys.executable, "-c", "from softlabels.cli import main; main()", "info", str(out), "--json"],
+        [*CLI, "info", str(out), "--json"],
         capture_output=True,
         text=True,
         check=True,

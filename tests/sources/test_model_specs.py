@@ -59,9 +59,9 @@ def test_non_resnet_first_conv_is_adapted() -> None:
 
 
 def test_random_weights_must_be_asked_for() -> None:
-    with pytest.raises(WeightsError, match=r"--teacher-weights.*--random-weights"):
+    with pytest.raises(WeightsError, match=r"\(teacher_weights\).*\(random_weights\)"):
         load_model("cnn", num_classes=10, in_channels=1)
-    with pytest.raises(WeightsError, match="--student-weights"):
+    with pytest.raises(WeightsError, match=r"\(student_weights\)"):
         load_model("resnet18", num_classes=10, in_channels=1, role="student")
     model = load_model("cnn", num_classes=10, in_channels=1, random_weights=True)
     assert model.spec == "cnn" and model.weights_sha256 is None and model.weights_path is None

@@ -89,9 +89,8 @@ def test_ranks_split_the_samples(digits_store: Path, digits_train: DatasetSource
     assert sorted(shares[0] + shares[1]) == list(range(len(digits_train)))
 
 
-def test_labels_are_read_by_whole_chunks(
-    digits_store: Path, digits_train: DatasetSource, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def record_row_reads(monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, int]]:
+    """The ``[start, stop)`` of every :meth:`LabelStore.read_rows` call from now on, in order."""
     reads: list[tuple[int, int]] = []
     original = LabelStore.read_rows
 
@@ -100,6 +99,13 @@ def test_labels_are_read_by_whole_chunks(
         return original(self, start, stop, **options)
 
     monkeypatch.setattr(LabelStore, "read_rows", recording)
+    return reads
+
+
+def test_labels_are_read_by_whole_chunks(
+    digits_store: Path, digits_train: DatasetSource, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    reads = record_row_reads(monkeypatch)
     streamed = SoftLabelDataset(digits_store, digits_train, memory_budget_bytes=0, buffer_chunks=4)
     collect(streamed)
     assert all(start % 64 == 0 and (stop % 64 == 0 or stop == len(digits_train)) for start, stop in reads)
@@ -203,14 +209,7 @@ def test_held_labels_are_filled_a_few_whole_chunks_at_a_time(
     digits_store: Path, digits_train: DatasetSource, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The raw and decoded copies of the whole store never coexist while labels are loaded."""
-    reads: list[tuple[int, int]] = []
-    original = LabelStore.read_rows
-
-    def recording(self: LabelStore, start: int, stop: int, **options: bool) -> object:
-        reads.append((start, stop))
-        return original(self, start, stop, **options)
-
-    monkeypatch.setattr(LabelStore, "read_rows", recording)
+    reads = record_row_reads(monkeypatch)
     monkeypatch.setattr(labels_module, "HOLD_READ_BYTES", 3 * 64 * 40)  # three chunks of 64 float32 rows
     dataset = SoftLabelDataset(digits_store, digits_train)
     collect(dataset)  # every row checked against the store

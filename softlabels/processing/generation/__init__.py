@@ -6,8 +6,7 @@ Names are imported lazily, so that the torch-free :mod:`softlabels.processing.ge
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from softlabels.lazy import lazy_attributes
 
 _LAZY = {
     "GenerateConfig": "softlabels.processing.generation.config",
@@ -17,9 +16,4 @@ _LAZY = {
 
 __all__ = list(_LAZY)
 
-
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'softlabels.processing.generation' has no attribute '{name}'")
-    return getattr(importlib.import_module(module), name)
+__getattr__ = lazy_attributes(__name__, _LAZY)

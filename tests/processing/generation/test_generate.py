@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
-import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -15,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 import zarr
+from slow_generate import PLUGINS, slow_generate_args, start_cli, wait_for_shards
 
 from softlabels.errors import IncompleteStoreError, StoreMismatchError, TeacherOutputError, WeightsError
 from softlabels.format.encoding_spec import EncodingSpec
@@ -22,8 +21,6 @@ from softlabels.format.schema import ATTRIBUTE_KEY, SHARDS_DONE_ARRAY
 from softlabels.processing.generation import GenerateConfig, generate
 from softlabels.sources import load_dataset, load_model
 from softlabels.store import open_store, read_header
-
-PLUGINS = Path(__file__).with_name("plugins_for_tests.py")
 
 
 def digits_config(out: Path, **overrides: object) -> GenerateConfig:
@@ -131,7 +128,7 @@ def test_mismatched_rerun_is_refused(tmp_path: Path, change: dict[str, object], 
 
 
 def test_teacher_without_weights_is_refused(tmp_path: Path) -> None:
-    with pytest.raises(WeightsError, match="random-weights"):
+    with pytest.raises(WeightsError, match=r"\(random_weights\)"):
         generate(digits_config(tmp_path / "s.zarr", random_weights=False))
     assert not (tmp_path / "s.zarr").exists()
 
@@ -148,50 +145,18 @@ def test_wrong_output_width(tmp_path: Path) -> None:
         generate(digits_config(tmp_path / "s.zarr", teacher=f"{PLUGINS}:three_class_teacher"))
 
 
-def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        [sys.executable, "-c", "from softlabels.cli import main; main()", *args],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        env={**os.environ, **(env or {})},
-    )
-
-
 def test_resume_after_kill_equals_uninterrupted_run(tmp_path: Path) -> None:
-    args = [
-        "generate",
-        "--dataset",
-        "digits",
-        "--teacher",
-        f"{PLUGINS}:slow_linear",
-        "--temperature",
-        "3",
-        "--chunk-rows",
-        "64",
-        "--batch-size",
-        "32",
-    ]
-    killed = run_cli(*args, "--out", str(tmp_path / "a.zarr"), env={"SOFTLABELS_TEST_DELAY": "0.05"})
-    done_array = tmp_path / "a.zarr" / "shards_done"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        done = (
-            open_store(tmp_path / "a.zarr", allow_incomplete=True).shards_done()
-            if done_array.exists()
-            else []
-        )
-        if sum(done) >= 3:
-            break
-        time.sleep(0.05)
+    killed = start_cli(*slow_generate_args(tmp_path / "a.zarr"), env={"SOFTLABELS_TEST_DELAY": "0.05"})
+    wait_for_shards(tmp_path / "a.zarr", 3, killed, timeout=60)
     killed.send_signal(signal.SIGKILL)
     killed.wait()
     partial = open_store(tmp_path / "a.zarr", allow_incomplete=True)
     assert 3 <= partial.shards_done().sum() < partial.layout.num_shards, "the kill must land mid-run"
 
     for out in ("a.zarr", "b.zarr"):
-        finished = run_cli(*args, "--out", str(tmp_path / out))
+        finished = start_cli(*slow_generate_args(tmp_path / out))
         _, err = finished.communicate(timeout=120)
-        assert finished.returncode == 0, err.decode()
+        assert finished.returncode == 0, err
     resumed, fresh = open_store(tmp_path / "a.zarr").read_all(), open_store(tmp_path / "b.zarr").read_all()
     np.testing.assert_array_equal(resumed.fields["logits"], fresh.fields["logits"])
     np.testing.assert_array_equal(resumed.targets, fresh.targets)
