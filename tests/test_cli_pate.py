@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import pytest
 from pate_helpers import member_stores
 
 from softlabels.sources import DatasetSource
@@ -30,6 +31,21 @@ def test_gnmax_options_without_the_mechanism_are_refused(tmp_path: Path, softlab
     result = softlabels_main("merge", "a.zarr", "b.zarr", "--out", str(tmp_path / "o"), "--sigma", "3")
     assert result.exit_code == 1
     assert "--sigma apply only with --mechanism gnmax" in result.stderr
+
+
+@pytest.mark.parametrize(
+    "averaging_option",
+    [("--mode", "logits"), ("--dtype", "float32"), ("--chunk-rows", "64"), ("--workers", "2")],
+)
+def test_averaging_options_are_refused_with_the_mechanism(
+    tmp_path: Path, softlabels_main: Any, averaging_option: tuple[str, str]
+) -> None:
+    result = softlabels_main(
+        "merge", "a.zarr", "b.zarr", "--out", str(tmp_path / "o"), "--mechanism", "gnmax",
+        "--sigma", "1", "--queries", "10", "--delta", "1e-5", *averaging_option,
+    )  # fmt: skip
+    assert result.exit_code == 1
+    assert f"{averaging_option[0]} do not apply with --mechanism gnmax" in result.stderr
 
 
 def test_gnmax_needs_its_settings(tmp_path: Path, softlabels_main: Any) -> None:

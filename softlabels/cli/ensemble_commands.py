@@ -11,6 +11,24 @@ from softlabels.cli.main import cli
 from softlabels.cli.options import invocation
 from softlabels.errors import InvalidSettingError
 
+# Options of the averaging merge; a private release takes none of them, so giving one is refused.
+_AVERAGING_OPTIONS = (
+    "weights",
+    "mode",
+    "temperature",
+    "dtype",
+    "chunk_rows",
+    "chunks_per_shard",
+    "scheduler",
+    "workers",
+)
+
+
+def _given(option: str) -> bool:
+    """Whether ``option`` was set on the command line (not left at its default)."""
+    source = click.get_current_context().get_parameter_source(option)
+    return source is not None and source is not click.core.ParameterSource.DEFAULT
+
 
 def parse_numbers(text: str | None, setting: str) -> list[float] | None:
     """``"1,2.5,4"`` as numbers (``None`` stays ``None``), refused as one line naming ``setting``."""
@@ -111,9 +129,10 @@ def merge(
     answered mask, and the (epsilon, delta) spent in the provenance.
     """
     if mechanism is not None:
-        if weights is not None or temperature is not None:
+        averaging_only = [f"--{name.replace('_', '-')}" for name in _AVERAGING_OPTIONS if _given(name)]
+        if averaging_only:
             raise InvalidSettingError(
-                "mechanism", "--weights and --temperature do not apply with --mechanism gnmax"
+                "mechanism", f"{', '.join(averaging_only)} do not apply with --mechanism gnmax"
             )
         _release_private_labels(members, out, overwrite, sigma, queries, delta, threshold, sigma1, noise_seed)
         return
