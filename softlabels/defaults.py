@@ -35,6 +35,9 @@ SCHEDULER = "threads"
 MERGE_MODES = ("probs", "logits")
 MERGE_MODE = "probs"
 
+# import: what the rows of a .npy/.npz file hold (logits are divided by T; the others are stored as they are)
+IMPORT_KINDS = ("logits", "scaled-logits", "logprobs")
+
 # compare: temperatures of the advisory (the store's own is added)
 ADVISORY_TEMPERATURES = (1.0, 2.0, 4.0, 8.0)
 

@@ -119,10 +119,12 @@ def store_identity(header: StoreHeader, scope: Scope) -> dict[str, Any]:
 
 # What a derivation record must repeat for a resumed derivation: the same operation, from the same
 # source run (regenerating the source in between makes a new run id), into the same encoding. A merge
-# records one run id per member, and how the members were combined (mode, weights).
+# records one run id per member, and how the members were combined (mode, weights). An import
+# names the file its labels came from by its sha256.
 DERIVATION_KEYS = (
     "operation",
     "source_run_id",
+    "source_sha256",
     "source_created",
     "source_encoding",
     "encoding",

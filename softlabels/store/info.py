@@ -74,6 +74,12 @@ def _format_derivation(step: dict[str, Any]) -> str:
     """One conversion record, e.g. ``convert of /s/full.zarr (full {...} -> topk {...}) at <time>``, or a merge."""
     if step.get("operation") == "pate-gnmax":
         return _format_private_release(step)
+    if step.get("operation") == "import":
+        return (
+            f"import of {step.get('source')} (sha256 {str(step.get('source_sha256'))[:16]}..., "
+            f"{step.get('source_kind')}) from teacher {step.get('teacher_name')} at T={step.get('temperature')} "
+            f"-> {_format_encoding(step.get('encoding'))} at {step.get('created')}"
+        )
     if isinstance(step.get("members"), list):
         members = ", ".join(
             f"{member.get('location')} ({_format_encoding(member.get('encoding'))}, T={member.get('temperature')}, "
