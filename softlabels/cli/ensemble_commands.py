@@ -8,7 +8,7 @@ import click
 
 from softlabels import defaults
 from softlabels.cli.main import cli
-from softlabels.cli.options import invocation
+from softlabels.cli.options import chunk_options, invocation
 from softlabels.errors import InvalidSettingError
 
 # Options of the averaging merge; a private release takes none of them, so giving one is refused.
@@ -69,14 +69,7 @@ def parse_numbers(text: str | None, setting: str) -> list[float] | None:
     show_default=True,
     help="Stored value type of the merged rows.",
 )
-@click.option("--chunk-rows", type=int, default=None, help="Rows per Zarr chunk (default: about 1 MiB).")
-@click.option(
-    "--chunks-per-shard",
-    type=int,
-    default=defaults.CHUNKS_PER_SHARD,
-    show_default=True,
-    help="Chunks per unit of work.",
-)
+@chunk_options()
 @click.option(
     "--scheduler",
     type=click.Choice(defaults.SCHEDULERS),

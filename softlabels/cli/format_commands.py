@@ -8,7 +8,7 @@ import click
 
 from softlabels import defaults
 from softlabels.cli.main import cli
-from softlabels.cli.options import format_options, invocation
+from softlabels.cli.options import chunk_options, format_options, invocation
 
 
 @cli.command()
@@ -22,19 +22,7 @@ from softlabels.cli.options import format_options, invocation
     help="Format of the new store (full: only to change --dtype).",
 )
 @format_options("--to")
-@click.option(
-    "--chunk-rows",
-    type=int,
-    default=None,
-    help="Rows per Zarr chunk (default: about 1 MiB, a multiple of the source's chunk rows).",
-)
-@click.option(
-    "--chunks-per-shard",
-    type=int,
-    default=defaults.CHUNKS_PER_SHARD,
-    show_default=True,
-    help="Chunks per unit of work.",
-)
+@chunk_options("Rows per Zarr chunk (default: about 1 MiB, a multiple of the source's chunk rows).")
 @click.option(
     "--scheduler",
     type=click.Choice(defaults.SCHEDULERS),

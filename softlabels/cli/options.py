@@ -114,6 +114,29 @@ def device_options(func: F) -> F:
     )
 
 
+def chunk_options(
+    chunk_rows_help: str = "Rows per Zarr chunk (default: about 1 MiB per chunk).",
+) -> Callable[[F], F]:
+    """``--chunk-rows`` and ``--chunks-per-shard`` of every command that writes a store."""
+
+    def decorate(func: F) -> F:
+        return apply_options(
+            [
+                click.option("--chunk-rows", type=int, default=None, help=chunk_rows_help),
+                click.option(
+                    "--chunks-per-shard",
+                    type=int,
+                    default=defaults.CHUNKS_PER_SHARD,
+                    show_default=True,
+                    help="Chunks per unit of work.",
+                ),
+            ],
+            func,
+        )
+
+    return decorate
+
+
 def invocation() -> str:
     """The command line as typed, recorded in provenance."""
     import shlex

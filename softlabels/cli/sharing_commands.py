@@ -9,7 +9,7 @@ import click
 
 from softlabels import defaults
 from softlabels.cli.main import cli
-from softlabels.cli.options import dataset_options, format_options, invocation
+from softlabels.cli.options import chunk_options, dataset_options, format_options, invocation
 from softlabels.errors import InvalidArgumentError, StoreCorruptError
 
 
@@ -90,16 +90,7 @@ def export(store: str, out: str, overwrite: bool) -> None:
     help="Format of the store (default: full for .npy/.npz, topk for .jsonl).",
 )
 @format_options("--format")
-@click.option(
-    "--chunk-rows", type=int, default=None, help="Rows per Zarr chunk (default: about 1 MiB per chunk)."
-)
-@click.option(
-    "--chunks-per-shard",
-    type=int,
-    default=defaults.CHUNKS_PER_SHARD,
-    show_default=True,
-    help="Chunks per unit of work.",
-)
+@chunk_options()
 @click.option("--overwrite", is_flag=True, help="Replace a store made with other settings.")
 def import_command(
     source: str,

@@ -10,6 +10,7 @@ import click
 from softlabels import defaults
 from softlabels.cli.main import cli
 from softlabels.cli.options import (
+    chunk_options,
     dataset_options,
     device_options,
     format_options,
@@ -36,16 +37,7 @@ from softlabels.cli.options import (
     help="full logits, the top-k per row, or classes sampled from the teacher distribution.",
 )
 @format_options("--format")
-@click.option(
-    "--chunk-rows", type=int, default=None, help="Rows per Zarr chunk (default: about 1 MiB per chunk)."
-)
-@click.option(
-    "--chunks-per-shard",
-    type=int,
-    default=defaults.CHUNKS_PER_SHARD,
-    show_default=True,
-    help="Chunks per unit of work.",
-)
+@chunk_options()
 @click.option("--overwrite", is_flag=True, help="Replace a store made with other settings.")
 def generate(
     label_format: str, dtype: str, k: int | None, samples: int | None, seed: int, **options: Any
