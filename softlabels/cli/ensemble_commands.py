@@ -8,7 +8,7 @@ import click
 
 from softlabels import defaults
 from softlabels.cli.main import cli
-from softlabels.cli.options import chunk_options, invocation
+from softlabels.cli.options import chunk_options, invocation, scheduler_options
 from softlabels.errors import InvalidSettingError
 
 # Options of the averaging merge; a private release takes none of them, so giving one is refused.
@@ -70,14 +70,7 @@ def parse_numbers(text: str | None, setting: str) -> list[float] | None:
     help="Stored value type of the merged rows.",
 )
 @chunk_options()
-@click.option(
-    "--scheduler",
-    type=click.Choice(defaults.SCHEDULERS),
-    default=defaults.SCHEDULER,
-    show_default=True,
-    help="dask scheduler running the shards.",
-)
-@click.option("--workers", type=int, default=None, help="Threads or processes (default: one per CPU).")
+@scheduler_options
 @click.option("--overwrite", is_flag=True, help="Replace a store at --out made with other settings.")
 @click.option(
     "--mechanism",

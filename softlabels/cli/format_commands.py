@@ -8,7 +8,7 @@ import click
 
 from softlabels import defaults
 from softlabels.cli.main import cli
-from softlabels.cli.options import chunk_options, format_options, invocation
+from softlabels.cli.options import chunk_options, format_options, invocation, scheduler_options
 
 
 @cli.command()
@@ -23,14 +23,7 @@ from softlabels.cli.options import chunk_options, format_options, invocation
 )
 @format_options("--to")
 @chunk_options("Rows per Zarr chunk (default: about 1 MiB, a multiple of the source's chunk rows).")
-@click.option(
-    "--scheduler",
-    type=click.Choice(defaults.SCHEDULERS),
-    default=defaults.SCHEDULER,
-    show_default=True,
-    help="dask scheduler running the shards.",
-)
-@click.option("--workers", type=int, default=None, help="Threads or processes (default: one per CPU).")
+@scheduler_options
 @click.option("--overwrite", is_flag=True, help="Replace a store at OUT made with other settings.")
 def convert(
     store: str,

@@ -137,6 +137,25 @@ def chunk_options(
     return decorate
 
 
+def scheduler_options(func: F) -> F:
+    """``--scheduler`` and ``--workers`` of the commands that run shards on dask (``convert``, ``merge``)."""
+    return apply_options(
+        [
+            click.option(
+                "--scheduler",
+                type=click.Choice(defaults.SCHEDULERS),
+                default=defaults.SCHEDULER,
+                show_default=True,
+                help="dask scheduler running the shards.",
+            ),
+            click.option(
+                "--workers", type=int, default=None, help="Threads or processes (default: one per CPU)."
+            ),
+        ],
+        func,
+    )
+
+
 def invocation() -> str:
     """The command line as typed, recorded in provenance."""
     import shlex
