@@ -29,7 +29,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from softlabels import __version__
-from softlabels.defaults import SCHEDULERS  # noqa: F401  (the schedulers convert_store accepts)
+from softlabels.defaults import (
+    CHUNKS_PER_SHARD,
+    SCHEDULER,
+    SCHEDULERS,  # noqa: F401  (the schedulers convert_store accepts)
+)
 from softlabels.errors import InvalidArgumentError, StoreConflictError
 from softlabels.format.encoding_spec import EncodingSpec
 from softlabels.processing.shards import absolute_location, check_run_options, write_pending_shards
@@ -68,8 +72,8 @@ def convert_store(
     encoding: EncodingSpec,
     *,
     chunk_rows: int | None = None,
-    chunks_per_shard: int = 1,
-    scheduler: str = "threads",
+    chunks_per_shard: int = CHUNKS_PER_SHARD,
+    scheduler: str = SCHEDULER,
     workers: int | None = None,
     overwrite: bool = False,
     progress: bool = False,

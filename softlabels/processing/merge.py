@@ -46,7 +46,7 @@ from typing import Any
 import numpy as np
 
 from softlabels import __version__
-from softlabels.defaults import MERGE_MODE, MERGE_MODES, VALUE_DTYPE
+from softlabels.defaults import CHUNKS_PER_SHARD, MERGE_MODE, MERGE_MODES, SCHEDULER, VALUE_DTYPE
 from softlabels.errors import (
     InvalidArgumentError,
     InvalidSettingError,
@@ -113,8 +113,8 @@ def merge_stores(
     temperature: float | None = None,
     dtype: str = VALUE_DTYPE,
     chunk_rows: int | None = None,
-    chunks_per_shard: int = 1,
-    scheduler: str = "threads",
+    chunks_per_shard: int = CHUNKS_PER_SHARD,
+    scheduler: str = SCHEDULER,
     workers: int | None = None,
     overwrite: bool = False,
     progress: bool = False,
