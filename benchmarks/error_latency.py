@@ -25,58 +25,37 @@ from pathlib import Path
 
 from common import REPO_ROOT, write_results
 
+
+def generate_args(temperature: str, *extra: str) -> tuple[str, ...]:
+    """``generate`` of a random-weights mlp on digits at ``temperature``, plus ``extra`` options."""
+    return (
+        "generate",
+        "--dataset",
+        "digits",
+        "--teacher",
+        "mlp",
+        "--random-weights",
+        "--temperature",
+        temperature,
+        *extra,
+    )
+
+
 # (case, arguments, expected exit code): one bad setting each, as users mistype them.
 CASES: tuple[tuple[str, tuple[str, ...], int], ...] = (
     (
         "generate --temperature 0",
-        (
-            "generate",
-            "--dataset",
-            "digits",
-            "--teacher",
-            "mlp",
-            "--random-weights",
-            "--temperature",
-            "0",
-            "--out",
-            "{tmp}/s.zarr",
-        ),
+        generate_args("0", "--out", "{tmp}/s.zarr"),
         1,
     ),
     (
         "generate --format topk without --k",
-        (
-            "generate",
-            "--dataset",
-            "digits",
-            "--teacher",
-            "mlp",
-            "--random-weights",
-            "--temperature",
-            "4",
-            "--format",
-            "topk",
-            "--out",
-            "{tmp}/s.zarr",
-        ),
+        generate_args("4", "--format", "topk", "--out", "{tmp}/s.zarr"),
         1,
     ),
     (
         "generate --device gpu",
-        (
-            "generate",
-            "--dataset",
-            "digits",
-            "--teacher",
-            "mlp",
-            "--random-weights",
-            "--temperature",
-            "4",
-            "--device",
-            "gpu",
-            "--out",
-            "{tmp}/s.zarr",
-        ),
+        generate_args("4", "--device", "gpu", "--out", "{tmp}/s.zarr"),
         1,
     ),
     (
