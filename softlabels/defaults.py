@@ -28,10 +28,29 @@ CHUNKS_PER_SHARD = 1
 # generate
 GENERATE_BATCH_SIZE = 256
 NUM_WORKERS = 0
+WRITE_THREADS = 4
+"""Shards that ``generate`` encodes, compresses and writes at once (zstd and numpy release the GIL)."""
+WRITE_BUFFER_MB = 256
+"""Rows (as float32) that the shards being written may hold together; one shard is always allowed."""
+VIEW_RECIPE = "crop=0.35:1,flip"
+"""The augmentation of ``generate --views V`` without ``--augment``: random-resized crop and flip."""
+VIEW_SEED = 0
+"""Seed of the stream that draws each view's augmentation, keyed by (seed, sample, view)."""
 
 # convert and merge
 SCHEDULERS = ("threads", "processes", "synchronous")
+"""dask's schedulers inside this process; ``local:N`` and a cluster address are accepted too."""
 SCHEDULER = "threads"
+
+# dask.distributed clusters (generate, convert, merge)
+IN_PROCESS = "in-process"
+GENERATE_SCHEDULER = IN_PROCESS
+"""``generate`` runs the teacher in this process unless given ``local:N`` or a cluster address."""
+LOCAL_CLUSTER = "local:"
+"""``local:N`` starts a LocalCluster of N single-threaded worker processes on this machine."""
+CLUSTER_SCHEMES = ("tcp://", "tls://")
+"""A scheduler address (``tcp://HOST:PORT``) joins an existing dask.distributed cluster."""
+_LOCAL_CLUSTER_SPEC = re.compile(r"local:(\d+)")
 MERGE_MODES = ("probs", "logits")
 MERGE_MODE = "probs"
 
@@ -78,3 +97,28 @@ def check_precision(name: str) -> str:
     if name not in PRECISIONS:
         raise InvalidArgumentError(f"precision '{name}' is not one of {', '.join(PRECISIONS)}")
     return name
+
+
+def is_cluster(scheduler: str) -> bool:
+    """Whether ``scheduler`` names a dask.distributed cluster (``local:N`` or a scheduler address)."""
+    return scheduler.startswith(LOCAL_CLUSTER) or scheduler.startswith(CLUSTER_SCHEMES)
+
+
+def local_cluster_workers(scheduler: str) -> int | None:
+    """N of ``local:N``; None for any other scheduler."""
+    match = _LOCAL_CLUSTER_SPEC.fullmatch(scheduler)
+    return int(match.group(1)) if match else None
+
+
+def check_scheduler(name: str, in_process: tuple[str, ...]) -> str:
+    """Refuse a scheduler that is neither one of ``in_process`` nor ``local:N`` (N >= 1) nor a cluster address."""
+    if name in in_process or name.startswith(CLUSTER_SCHEMES):
+        return name
+    if name.startswith(LOCAL_CLUSTER):
+        workers = local_cluster_workers(name)
+        if workers is None or workers < 1:
+            raise InvalidArgumentError(f"scheduler '{name}' must be local:N with N >= 1 worker processes")
+        return name
+    raise InvalidArgumentError(
+        f"scheduler '{name}' is not one of {', '.join(in_process)}, local:N or tcp://HOST:PORT"
+    )

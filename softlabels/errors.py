@@ -92,6 +92,10 @@ class StoreWriteError(StoreError, OSError):
     """The destination cannot be written; names the path and the operating system's reason."""
 
 
+class ClusterError(SoftLabelsError, RuntimeError):
+    """A dask.distributed cluster cannot be reached, offers no worker fit for the job, or keeps losing workers."""
+
+
 class TeacherOutputError(SoftLabelsError, ValueError):
     """The teacher produced outputs that cannot be stored (NaN/Inf, wrong width)."""
 

@@ -2,7 +2,8 @@
 
 Those datasets are read from the folder named by ``SOFTLABELS_DATASETS`` (the same variable the
 shipped pipelines read), by default ``../shared/datasets`` beside the checkout. It holds
-``cifar10-jpeg.tar.gz`` and ``mnist/t10k-{images-idx3,labels-idx1}-ubyte.gz``. Tests that need a
+``cifar10-jpeg.tar.gz``, ``mnist/t10k-{images-idx3,labels-idx1}-ubyte.gz`` and
+``wikitext-2/{valid,test}.txt``. Tests that need a
 missing file are skipped, not failed, and the skip reason names the file and the variable.
 """
 
@@ -46,6 +47,15 @@ def cifar10_root() -> Path:
     from softlabels.sources import ensure_cifar10
 
     return ensure_cifar10(archive, softlabels_cache_dir() / "cifar10")
+
+
+@pytest.fixture(scope="session")
+def wikitext2_root() -> Path:
+    """The WikiText-2 folder (``valid.txt``, ``test.txt``), usable as ``text:<folder>``."""
+    folder = SHARED_DATASETS / "wikitext-2"
+    if not (folder / "valid.txt").is_file():
+        pytest.skip(f"{folder / 'valid.txt'} is absent (set {DATASETS_ENV} to a folder holding wikitext-2/)")
+    return folder
 
 
 @pytest.fixture(scope="session")

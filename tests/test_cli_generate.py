@@ -55,6 +55,19 @@ def test_generate_then_info(tmp_path: Path, softlabels_main: Any) -> None:
     assert "complete: 1 of 1 shards" in text and "mlp" in text
 
 
+def test_generate_views_then_info(tmp_path: Path, softlabels_main: Any) -> None:
+    out = tmp_path / "s.zarr"
+    result = softlabels_main(
+        *GENERATE_MLP, "--out", str(out), "--views", "2", "--augment", "crop=0.5:1,flip", "--view-seed", "3"
+    )
+    assert result.exit_code == 0, result.stderr
+    store = open_store(out)
+    assert (store.layout.views, store.layout.view_recipe, store.layout.view_seed) == (2, "crop=0.5:1,flip", 3)
+    text = softlabels_main("info", str(out)).stdout
+    assert "1437 samples x 2 views x 10 classes" in text
+    assert "views       2 per sample, recipe crop=0.5:1,flip, seed 3" in text
+
+
 @pytest.mark.parametrize(
     "args, message",
     [
@@ -165,6 +178,14 @@ def test_ctrl_c_says_what_was_kept_and_a_rerun_finishes(tmp_path: Path) -> None:
         (["--temperature", "2", "--format", "topk"], "--k: format topk needs k"),
         (["--temperature", "2", "--k", "3"], "--k: k does not apply to format full"),
         (["--temperature", "2", "--device", "tpu"], "--device: device 'tpu' is not one of auto, cpu, cuda"),
+        (
+            ["--temperature", "2", "--augment", "flip"],
+            "an augmentation recipe needs a number of views (--views)",
+        ),
+        (
+            ["--temperature", "2", "--views", "2", "--augment", "blur"],
+            "--augment: augmentation step 'blur' is not one of crop=LO:HI, flip",
+        ),
     ],
 )
 def test_bad_options_are_refused_before_torch_is_imported(

@@ -120,7 +120,7 @@ def test_json_lines_import_into_topk_by_default(tmp_path: Path, softlabels_main:
         ("npy", [], "error: --kind is required for"),
         ("nan", ["--kind", "logits"], "holds NaN or infinite values in 1437 rows, e.g. rows [0, 1, 2, 3, 4]"),
         ("npy", ["--kind", "logits", "--k", "3"], "error: --k: k does not apply to format full"),
-        ("two", [], "record 0 holds 2 positions; this store holds one label per sample"),
+        ("two", [], "record 0, position 1: class id 'x' is not a non-negative integer"),
         ("two", ["--kind", "logits"], "kind logits does not apply"),
         ("npy", ["--kind", "logits", "--temperature", "0"], "temperature must be a positive number, got 0.0"),
     ],
@@ -138,7 +138,7 @@ def test_bad_imports_are_one_line_before_torch_is_imported(
     if write in ("npy", "nan"):
         np.save(path, np.full((ROWS, CLASSES), np.nan if write == "nan" else 0.0, np.float32))
     elif write == "two":
-        path.write_text(json.dumps({"logprobs": [{"1": -0.1}, {"2": -0.1}]}) + "\n")
+        path.write_text(json.dumps({"logprobs": [{"1": -0.1}, {"x": -0.1}]}) + "\n")
     else:
         path.write_text("1,2\n")
     settings = ["--dataset", "digits", "--out", str(tmp_path / "s.zarr"), "--teacher-name", "t"]
@@ -173,9 +173,55 @@ def test_rows_that_do_not_match_the_data_are_one_line(tmp_path: Path, softlabels
     assert len(result.stderr.splitlines()) == 1
 
 
+def test_per_position_logits_import_for_a_text_corpus_with_seq_len(
+    tmp_path: Path, softlabels_main: Any
+) -> None:
+    from softlabels.sources import load_dataset
+
+    for split in ("train", "valid", "test"):
+        (tmp_path / f"{split}.txt").write_text("the cat sat on the mat\nthe dog sat down\n" * 3)
+    data = load_dataset(f"text:{tmp_path}", "train", seq_len=4)
+    logits = np.random.default_rng(0).normal(size=(len(data), 4, data.num_classes)).astype(np.float32)
+    np.save(tmp_path / "rows.npy", logits)
+    np.save(tmp_path / "short.npy", logits[:, :3])
+    common = [
+        "--kind",
+        "logits",
+        "--dataset",
+        f"text:{tmp_path}",
+        "--seq-len",
+        "4",
+        "--temperature",
+        "2",
+        "--dtype",
+        "float32",
+    ]
+    out = tmp_path / "s.zarr"
+    result = softlabels_main(
+        "import", str(tmp_path / "rows.npy"), *common, "--out", str(out), "--teacher-name", "t"
+    )
+    assert result.exit_code == 0, result.stderr
+    store = open_store(out)
+    assert store.layout.positions == 4
+    assert np.array_equal(store.read_all().targets, np.stack([data.dataset[i][1] for i in range(len(data))]))
+    assert np.allclose(store.read_all().fields["logits"], logits / 2)
+    result = softlabels_main(
+        "import",
+        str(tmp_path / "short.npy"),
+        *common,
+        "--out",
+        str(tmp_path / "b.zarr"),
+        "--teacher-name",
+        "t",
+    )
+    assert result.exit_code == 1
+    assert result.stderr.startswith("error: ") and "positions that do not line up" in result.stderr
+    assert len(result.stderr.splitlines()) == 1
+
+
 def test_store_commands_refuse_in_one_line_before_torch(tmp_path: Path, fresh_cli: Any) -> None:
     cases = {
-        ("ls", "s3://bucket/labels"): "only local folders can be listed so far",
+        ("ls", "https://example.org/labels"): "HTTP(S) servers offer no listing",
         ("ls", str(tmp_path / "absent")): "no folder at",
         ("verify", str(tmp_path / "absent.zarr")): "no label store at",
         ("verify", str(tmp_path), "--split", "test"): "--split and --data-root apply only with --dataset",

@@ -25,6 +25,7 @@ SLOW_STUDENT = f"{Path(__file__).parent / 'training' / 'plugins_for_student_test
 CONTRACT_OPTIONS = (
     "--labels",
     "--dataset",
+    "--seq-len",
     "--split",
     "--val-split",
     "--student",
@@ -288,6 +289,11 @@ def test_bad_input_is_one_line_error(
             "train-teacher",
             ["--epochs", "2", "--batch-size", "0"],
             "--batch-size: batch size must be an integer >= 1, got 0",
+        ),
+        (
+            "train-teacher",
+            ["--epochs", "1", "--seq-len", "0"],
+            "--seq-len: sequence length must be an integer >= 1, got 0",
         ),
     ],
 )

@@ -60,12 +60,14 @@ _SETTING_WORDS = {
     "weight decay": "weight_decay",
     "buffer chunks": "buffer_chunks",
     "memory budget": "memory_budget_mb",
+    "sequence length": "seq_len",
     "value dtype": "dtype",
     "chunk rows": "chunk_rows",
     "chunks per shard": "chunks_per_shard",
     "the validation split": "val_split",
     "unknown optimizer": "optimizer",
     "format": "label_format",
+    "the view seed": "view_seed",
 }
 
 

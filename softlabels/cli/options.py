@@ -55,7 +55,7 @@ def dataset_options(func: F) -> F:
             click.option(
                 "--dataset",
                 required=True,
-                help="digits | imagefolder:ROOT | torchvision:NAME | module:callable | file.py:callable",
+                help="digits | imagefolder:ROOT | torchvision:NAME | text:ROOT | module:callable | file.py:callable",
             ),
             click.option(
                 "--split", default=defaults.TRAIN_SPLIT, show_default=True, help="Which split of the dataset."
@@ -67,6 +67,16 @@ def dataset_options(func: F) -> F:
             ),
         ],
         func,
+    )
+
+
+def seq_len_option() -> Callable[[F], F]:
+    """``--seq-len``: the window length of a text dataset."""
+    return click.option(
+        "--seq-len",
+        type=int,
+        default=None,
+        help="Tokens per sample of a text dataset (text:ROOT needs it): windows of L input tokens and their L next tokens.",
     )
 
 
@@ -137,22 +147,52 @@ def chunk_options(
     return decorate
 
 
+_CLUSTER_HELP = (
+    "local:N (a dask.distributed cluster of N worker processes here) | tcp://HOST:PORT (an existing cluster)"
+)
+
+
+def _checked_scheduler(in_process: tuple[str, ...]) -> Callable[[click.Context, click.Parameter, str], str]:
+    def check(_context: click.Context, _parameter: click.Parameter, value: str) -> str:
+        try:
+            return defaults.check_scheduler(value, in_process)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc)) from None
+
+    return check
+
+
 def scheduler_options(func: F) -> F:
     """``--scheduler`` and ``--workers`` of the commands that run shards on dask (``convert``, ``merge``)."""
     return apply_options(
         [
             click.option(
                 "--scheduler",
-                type=click.Choice(defaults.SCHEDULERS),
                 default=defaults.SCHEDULER,
                 show_default=True,
-                help="dask scheduler running the shards.",
+                callback=_checked_scheduler(defaults.SCHEDULERS),
+                help=f"dask scheduler running the shards: {' | '.join(defaults.SCHEDULERS)} | {_CLUSTER_HELP}.",
             ),
             click.option(
-                "--workers", type=int, default=None, help="Threads or processes (default: one per CPU)."
+                "--workers",
+                type=int,
+                default=None,
+                help="Threads or processes of threads/processes (default: one per CPU).",
             ),
         ],
         func,
+    )
+
+
+def generate_scheduler_option() -> Callable[[F], F]:
+    """``--scheduler`` of ``generate``: the teacher runs in this process, or one shard per task on a cluster."""
+    return click.option(
+        "--scheduler",
+        default=defaults.GENERATE_SCHEDULER,
+        show_default=True,
+        callback=_checked_scheduler((defaults.IN_PROCESS,)),
+        help=f"Where the teacher runs: {defaults.IN_PROCESS} | {_CLUSTER_HELP}; on a cluster each worker "
+        "loads the teacher once and computes and writes whole shards.",
     )
 
 

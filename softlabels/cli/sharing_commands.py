@@ -9,7 +9,13 @@ import click
 
 from softlabels import defaults
 from softlabels.cli.main import cli
-from softlabels.cli.options import chunk_options, dataset_options, format_options, invocation
+from softlabels.cli.options import (
+    chunk_options,
+    dataset_options,
+    format_options,
+    invocation,
+    seq_len_option,
+)
 from softlabels.errors import InvalidArgumentError, StoreCorruptError
 
 
@@ -70,6 +76,7 @@ def export(store: str, out: str, overwrite: bool) -> None:
 @cli.command(name="import")
 @click.argument("source")
 @dataset_options
+@seq_len_option()
 @click.option("--out", required=True, help="Store location (a folder, conventionally NAME.zarr).")
 @click.option(
     "--teacher-name", required=True, help="The teacher that made the labels (recorded, never loaded)."

@@ -14,13 +14,16 @@ from softlabels.cli.options import (
     dataset_options,
     device_options,
     format_options,
+    generate_scheduler_option,
     invocation,
     precision_option,
+    seq_len_option,
 )
 
 
 @cli.command()
 @dataset_options
+@seq_len_option()
 @click.option("--teacher", required=True, help="Built-in name, torchvision architecture, or a plug-in.")
 @click.option("--teacher-weights", default=None, help="state_dict or softlabels checkpoint file.")
 @click.option("--random-weights", is_flag=True, help="Allow a built-in/torchvision teacher without weights.")
@@ -37,7 +40,28 @@ from softlabels.cli.options import (
     help="full logits, the top-k per row, or classes sampled from the teacher distribution.",
 )
 @format_options("--format")
+@click.option(
+    "--views",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Store V augmented views per sample (label rows and each view's crop and flip) "
+    "for students that replay them exactly.",
+)
+@click.option(
+    "--augment",
+    default=None,
+    help=f"Recipe of the views: crop=LO:HI[:RATIO_LO:RATIO_HI] (random-resized crop of that area "
+    f"fraction), flip; comma-separated. Needs --views. [default: {defaults.VIEW_RECIPE}]",
+)
+@click.option(
+    "--view-seed",
+    type=click.IntRange(min=0, max=2**64 - 1),
+    default=defaults.VIEW_SEED,
+    show_default=True,
+    help="Seed of the views' stream, keyed by (seed, sample, view).",
+)
 @chunk_options()
+@generate_scheduler_option()
 @click.option("--overwrite", is_flag=True, help="Replace a store made with other settings.")
 def generate(
     label_format: str, dtype: str, k: int | None, samples: int | None, seed: int, **options: Any

@@ -16,6 +16,7 @@ from softlabels.cli.options import (
     invocation,
     num_workers_option,
     precision_option,
+    seq_len_option,
 )
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -78,6 +79,7 @@ def _training_options(func: F) -> F:
 @cli.command("train-student")
 @click.option("--labels", default=None, help="Label store made by generate (optional only with --no-kd).")
 @dataset_options
+@seq_len_option()
 @click.option("--student", required=True, help="Built-in name, torchvision architecture, or a plug-in.")
 @click.option("--student-weights", default=None, help="Start from these weights (state_dict or checkpoint).")
 @click.option(
@@ -113,14 +115,17 @@ def train_student(**options: Any) -> None:
     from softlabels.training.config import TrainConfig
 
     config = TrainConfig(command=invocation(), **options)  # checks every setting before torch is imported
+    from softlabels.training.distributed import from_environment
     from softlabels.training.train import train_student as train
 
     summary = train(config)
-    click.echo(summary.describe())
+    if from_environment().is_main:  # under torchrun, one summary: rank 0's
+        click.echo(summary.describe())
 
 
 @cli.command("train-teacher")
 @dataset_options
+@seq_len_option()
 @click.option("--teacher", required=True, help="Built-in name, torchvision architecture, or a plug-in.")
 @click.option("--teacher-weights", default=None, help="Start from these weights (state_dict or checkpoint).")
 @click.option(
@@ -135,7 +140,9 @@ def train_teacher(**options: Any) -> None:
     from softlabels.training.config import TeacherConfig
 
     config = TeacherConfig(command=invocation(), **options)  # checks every setting before torch is imported
+    from softlabels.training.distributed import from_environment
     from softlabels.training.train import train_teacher as train
 
     summary = train(config)
-    click.echo(summary.describe())
+    if from_environment().is_main:  # under torchrun, one summary: rank 0's
+        click.echo(summary.describe())

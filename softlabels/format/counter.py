@@ -11,15 +11,15 @@ from __future__ import annotations
 import numpy as np
 
 GOLDEN = np.uint64(0x9E3779B97F4A7C15)
-_MIX1 = np.uint64(0xBF58476D1CE4E5B9)
-_MIX2 = np.uint64(0x94D049BB133111EB)
+MIX1 = np.uint64(0xBF58476D1CE4E5B9)
+MIX2 = np.uint64(0x94D049BB133111EB)
 
 
 def mix64(state: np.ndarray) -> np.ndarray:
     """The SplitMix64 output function (a bijective 64-bit mixer)."""
     with np.errstate(over="ignore"):  # uint64 arithmetic wraps on purpose
-        state = (state ^ (state >> np.uint64(30))) * _MIX1
-        state = (state ^ (state >> np.uint64(27))) * _MIX2
+        state = (state ^ (state >> np.uint64(30))) * MIX1
+        state = (state ^ (state >> np.uint64(27))) * MIX2
     mixed: np.ndarray = state ^ (state >> np.uint64(31))
     return mixed
 

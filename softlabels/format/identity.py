@@ -8,8 +8,9 @@ before:
     the dataset fingerprint and the preprocessing version. A student streaming the store checks
     this against its dataset.
 ``LABELS``
-    The same data labelled by the same teacher at the same temperature: what a fidelity
-    reference (``inspect --reference``) or a conversion source must share with a store.
+    The same data labelled by the same teacher at the same temperature, with the same label axes
+    (views per sample, labelled positions per sample): what a fidelity reference
+    (``inspect --reference``) or a conversion source must share with a store.
 ``RESUME``
     Everything that decides the stored bytes: a resumed writer must match all of it. Besides the
     teacher's precision, the format and the chunking, that is how the values were computed
@@ -19,7 +20,8 @@ before:
     workers are not part of it: they only load the data, and a test proves the stored bytes equal.
 
 Identities are plain ordered dicts keyed by readable names, so a refusal lists every difference
-(:func:`mismatches`). The dataset spec (``digits``, a path) is deliberately absent: the same data
+(:func:`mismatches`; differing class names, which for text are the vocabulary, are summed up by
+their sizes and first difference rather than listed). The dataset spec (``digits``, a path) is deliberately absent: the same data
 unpacked elsewhere is the same data, and the fingerprint proves it.
 """
 
@@ -72,13 +74,16 @@ def dataset_info(source: DescribedData) -> DatasetInfo:
     )
 
 
+CLASS_NAMES = "class names"
+
+
 def data_identity(dataset: DatasetInfo) -> dict[str, Any]:
     """What ties stored rows to data, for a store's :class:`DatasetInfo` or one built from a dataset."""
     return {
         "split": dataset.split,
         "number of samples": dataset.num_rows,
         "number of classes": dataset.num_classes,
-        "class names": list(dataset.class_names),
+        CLASS_NAMES: list(dataset.class_names),
         "dataset fingerprint": dataset.fingerprint,
         "preprocessing": dataset.preprocessing,
     }
@@ -95,6 +100,10 @@ def store_identity(header: StoreHeader, scope: Scope) -> dict[str, Any]:
                 "teacher weights sha256": teacher.weights_sha256,
                 "teacher parameters sha256": teacher.parameters_sha256,
                 "temperature": header.provenance.temperature,
+                "views per sample": header.layout.views,
+                "view recipe": header.layout.view_recipe,
+                "view seed": header.layout.view_seed,
+                "labelled positions per sample": header.layout.positions,
             }
         )
     if scope >= Scope.RESUME:
@@ -140,5 +149,37 @@ def _derivation_identity(step: Mapping[str, Any]) -> dict[str, Any]:
 def mismatches(
     have: Mapping[str, Any], want: Mapping[str, Any], *, have_name: str, want_name: str
 ) -> list[str]:
-    """One readable line per key whose values differ (empty when the identities match)."""
-    return differences(have, want, have_name=have_name, want_name=want_name)
+    """One readable line per key whose values differ (empty when the identities match).
+
+    Class names (a text dataset's vocabulary: thousands of words) get one line that names their
+    sizes and the first difference (:func:`vocabulary_difference`) instead of both lists.
+    """
+    found = differences(have, want, have_name=have_name, want_name=want_name)
+    names_differ = have.get(CLASS_NAMES) != want.get(CLASS_NAMES)
+    if not names_differ or not all(isinstance(side.get(CLASS_NAMES), Sequence) for side in (have, want)):
+        return found
+    summary = vocabulary_difference(
+        have[CLASS_NAMES], want[CLASS_NAMES], have_name=have_name, want_name=want_name
+    )
+    prefix = f"{CLASS_NAMES}: "
+    return [summary if line.startswith(prefix) else line for line in found]
+
+
+def vocabulary_difference(have: Sequence[str], want: Sequence[str], *, have_name: str, want_name: str) -> str:
+    """``class names (vocabulary) differ: store has 18,000, this run has 17,990; first difference at index 5: ...``.
+
+    Names the two sizes and the first index where the names differ, with both names there
+    (``(none)`` past the end of the shorter list). Call it only for lists that differ.
+    """
+    first = next(
+        (index for index, (left, right) in enumerate(zip(have, want, strict=False)) if left != right),
+        min(len(have), len(want)),
+    )
+
+    def name_at(names: Sequence[str]) -> str:
+        return repr(names[first]) if first < len(names) else "(none)"
+
+    return (
+        f"{CLASS_NAMES} (vocabulary) differ: {have_name} has {len(have):,}, {want_name} has {len(want):,}; "
+        f"first difference at index {first:,}: {have_name} has {name_at(have)}, {want_name} has {name_at(want)}"
+    )

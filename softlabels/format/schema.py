@@ -25,22 +25,40 @@ from softlabels.errors import StoreFormatError
 from softlabels.format.encoding_spec import EncodingSpec
 
 FORMAT_NAME = "softlabels.labels"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+"""The version writers write: 2 added label axes (``Layout.views``, ``Layout.positions``)."""
+READABLE_VERSIONS = (1, 2)
+"""Versions readers accept: a version-1 store is a version-2 store without label axes."""
+LABEL_AXES_VERSION = 2
 ATTRIBUTE_KEY = "softlabels"
 TARGETS_ARRAY = "targets"
 SHARDS_DONE_ARRAY = "shards_done"
 SHARD_RUNS_ARRAY = "shard_runs"  # per shard, the run id (as an unsigned integer) of the run that wrote it
 ANSWERED_ARRAY = "answered"  # per row, 1 when the row holds a label (only when layout.answered_mask)
+VIEW_PARAMS_ARRAY = (
+    "view_params"  # [N, V, 5] float32 crop box and flip of each view (when layout.view_recipe)
+)
 _RUN_ID = re.compile(r"[0-9a-f]{16}")
 TARGET_CHUNK_BYTES = 1 << 20
+MAX_CHUNK_BYTES = 1 << 26
 MIN_CHUNK_ROWS = 64
 MAX_CHUNK_ROWS = 16384
+IGNORED_TARGET = -100
+"""The target of a position that carries no label (padding, or no next token), as in PyTorch's losses."""
 
 
 def default_chunk_rows(bytes_per_row: int) -> int:
-    """A power of two of rows so one chunk holds about 1 MiB uncompressed, within sane bounds."""
+    """A power of two of rows so one chunk holds about 1 MiB uncompressed, within sane bounds.
+
+    ``bytes_per_row`` counts a whole sample (every view and position of it). Chunks hold at least
+    :data:`MIN_CHUNK_ROWS` rows unless that would pass :data:`MAX_CHUNK_BYTES` (full logits of a
+    long token sequence over a large vocabulary take megabytes per sample); then as many as fit,
+    at least one.
+    """
     rows = max(1, TARGET_CHUNK_BYTES // max(1, bytes_per_row))
-    return max(MIN_CHUNK_ROWS, min(MAX_CHUNK_ROWS, 1 << (rows.bit_length() - 1)))
+    fitting = max(1, MAX_CHUNK_BYTES // max(1, bytes_per_row))
+    fewest = min(MIN_CHUNK_ROWS, 1 << (fitting.bit_length() - 1))
+    return max(fewest, min(MAX_CHUNK_ROWS, 1 << (rows.bit_length() - 1)))
 
 
 def new_run_id() -> str:
@@ -76,11 +94,20 @@ def parse_positive_int(value: Any, name: str) -> int:
     return value
 
 
+def parse_optional_positive_int(value: Any, name: str) -> int | None:
+    """``value`` if it is an integer >= 1, or None (JSON null, or the field left out)."""
+    return None if value is None else parse_positive_int(value, name)
+
+
 def parse_nonnegative_int(value: Any, name: str) -> int:
     """``value`` if it is an integer >= 0."""
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
         raise StoreFormatError(f"{name} must be a non-negative integer, got {_shown(value)}")
     return value
+
+
+def parse_optional_nonnegative_int(value: Any, name: str) -> int | None:
+    return None if value is None else parse_nonnegative_int(value, name)
 
 
 def parse_positive_float(value: Any, name: str) -> float:
@@ -258,6 +285,16 @@ class Layout(_HeaderPart):
     # labels, where refused and unasked queries carry none). Stores without it hold a label in
     # every row, and their header leaves the field out (see StoreHeader.to_json).
     answered_mask: bool = False
+    # Label axes between the sample axis and a label row (format version 2): V augmented views
+    # per sample and L labelled positions (tokens) per sample. None: the axis is absent, and the
+    # header leaves the field out (see StoreHeader.to_json).
+    views: int | None = None
+    positions: int | None = None
+    # How the views were drawn (format.views.ViewRecipe's text form) and the seed of their stream;
+    # set with views by ``generate``, which then stores every view's parameters (VIEW_PARAMS_ARRAY)
+    # so a student can replay them. None (and left out of the header) otherwise.
+    view_recipe: str | None = None
+    view_seed: int | None = None
 
     _PATH: ClassVar[str] = "layout"
     _PARSERS: ClassVar[dict[str, Parser]] = {
@@ -268,10 +305,20 @@ class Layout(_HeaderPart):
         "chunk_rows": parse_positive_int,
         "shard_rows": parse_positive_int,
         "answered_mask": parse_bool,
+        "views": parse_optional_positive_int,
+        "positions": parse_optional_positive_int,
+        "view_recipe": parse_optional_str,
+        "view_seed": parse_optional_nonnegative_int,
     }
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        if (self.view_recipe is None) != (self.view_seed is None) or (
+            self.view_recipe is not None and self.views is None
+        ):
+            raise StoreFormatError(
+                "layout.view_recipe and layout.view_seed go together, and only with layout.views"
+            )
         # Shards are whole chunks, so that concurrent shard writers never share a chunk.
         if self.shard_rows % self.chunk_rows:
             raise StoreFormatError(
@@ -282,6 +329,32 @@ class Layout(_HeaderPart):
     def encoding_spec(self) -> EncodingSpec:
         """The recorded format as one value (``encoding`` and ``encoding_params`` together)."""
         return EncodingSpec.from_layout(self.encoding, self.encoding_params)
+
+    @property
+    def label_axes(self) -> tuple[int, ...]:
+        """The axes between the sample axis and a label row: ``(V,)`` if views, then ``(L,)`` if positions.
+
+        Every label field array has shape ``[N, *label_axes, *row_shape]``; ``()`` for plain stores.
+        """
+        return tuple(size for size in (self.views, self.positions) if size is not None)
+
+    @property
+    def label_axis_names(self) -> tuple[str, ...]:
+        """Zarr dimension names of :attr:`label_axes` (``view``, ``position``)."""
+        return tuple(name for name, size in (("view", self.views), ("position", self.positions)) if size)
+
+    @property
+    def cells_per_row(self) -> int:
+        """Label rows (cells) per sample: the product of :attr:`label_axes` (1 for plain stores)."""
+        return math.prod(self.label_axes)
+
+    @property
+    def target_axes(self) -> tuple[int, ...]:
+        """The axes of one sample's targets: ``(L,)`` for per-position labels, ``()`` otherwise.
+
+        Views do not change targets; ignored positions hold :data:`IGNORED_TARGET`.
+        """
+        return () if self.positions is None else (self.positions,)
 
     @property
     def num_shards(self) -> int:
@@ -377,11 +450,19 @@ class StoreHeader(_HeaderPart):
                 raise StoreFormatError(
                     f"layout.{what} ({stored}) differs from provenance.dataset.{what} ({labelled})"
                 )
+        if self.layout.label_axes and self.version < LABEL_AXES_VERSION:
+            raise StoreFormatError(
+                f"layout.views and layout.positions need store format version {LABEL_AXES_VERSION}, "
+                f"but the header says version {self.version}"
+            )
 
     def to_json(self) -> dict[str, Any]:
         document = dataclasses.asdict(self)
         if not self.layout.answered_mask:  # stores of unmasked rows keep the header older readers know
             del document["layout"]["answered_mask"]
+        for axis in ("views", "positions", "view_recipe", "view_seed"):
+            if document["layout"][axis] is None:
+                del document["layout"][axis]
         return document
 
     @classmethod
@@ -397,10 +478,11 @@ class StoreHeader(_HeaderPart):
                 f"attribute with format '{FORMAT_NAME}')"
             )
         version = document.get("version")
-        if version != FORMAT_VERSION:
+        if isinstance(version, bool) or version not in READABLE_VERSIONS:
+            readable = " and ".join(str(known) for known in READABLE_VERSIONS)
             raise StoreFormatError(
-                f"{where} has store format version {version}; this softlabels reads version "
-                f"{FORMAT_VERSION} (upgrade softlabels to read newer stores)"
+                f"{where} has store format version {_shown(version)}; this softlabels reads versions "
+                f"{readable} (upgrade softlabels to read newer stores)"
             )
         try:
             return _build(cls, document, cls._PATH)

@@ -21,6 +21,7 @@ import numpy as np
 
 from softlabels.errors import InvalidSettingError
 from softlabels.format.counter import counter_uniforms
+from softlabels.format.encodings.base import FieldSpec
 
 VIEW_PARAMS = ("top", "left", "height", "width", "flip")
 """The columns of a store's ``view_params`` array ``[N, V, 5]`` (float32; integers stored exactly)."""
@@ -156,6 +157,11 @@ class ViewRecipe:
     def to_json(self) -> dict[str, Any]:
         """What a store records: the canonical text form."""
         return {"recipe": self.spec()}
+
+
+def view_params_spec(views: int) -> FieldSpec:
+    """A store's ``view_params`` array: ``[N, V, 5]`` float32, one crop box and flip per view."""
+    return FieldSpec("view_params", (views, len(VIEW_PARAMS)), "float32", ("view", "view_param"))
 
 
 def _centre_crop(height: int, width: int, ratio: tuple[float, float], shape: tuple[int, ...]) -> np.ndarray:

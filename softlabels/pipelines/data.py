@@ -35,8 +35,10 @@ def check_inputs(spec: PipelineSpec) -> None:
     if data.archive is not None:
         _check_archive(spec, Path(data.root or ""), data.archive)
     elif data.root is not None and not Path(data.root).is_dir():
+        unset = _unset_variables(data.root)
+        why = f" ({', '.join(unset)} is not set)" if unset else ""
         raise PipelineError(
-            f"{spec.source}: dataset.root: no such folder {data.root}",
+            f"{spec.source}: dataset.root: no such folder {data.root}{why}",
             suggestions=("dataset.root=/path/to/your/data",),
         )
     if spec.teacher.weights is not None and not Path(spec.teacher.weights).is_file():

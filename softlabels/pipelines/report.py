@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import io
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -51,8 +52,11 @@ class TeacherResult:
 
     Attributes:
         weights: The weights file the labels were generated with.
-        accuracy: Validation accuracy of those weights.
+        accuracy: Validation accuracy of those weights (next-token accuracy for a language model).
         curve: Validation accuracy after each epoch when the pipeline trained it, else empty.
+        perplexity: Validation perplexity of a language model (None for other models).
+        perplexity_curve: Validation perplexity after each epoch when the pipeline trained a
+            language model, else empty.
     """
 
     model: str
@@ -60,6 +64,8 @@ class TeacherResult:
     accuracy: float
     curve: tuple[float, ...]
     stage: StageResult
+    perplexity: float | None = None
+    perplexity_curve: tuple[float, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -81,11 +87,15 @@ class StudentResult:
     """One student.
 
     Attributes:
-        accuracy: Validation accuracy after the last epoch (the weights in ``weights``).
+        accuracy: Validation accuracy after the last epoch (the weights in ``weights``); the
+            next-token accuracy for a language model.
         best_accuracy: Best validation accuracy over the epochs (``best.pt``).
         curve: Validation accuracy after each epoch.
         alpha: The distillation weight used (None for a baseline).
         temperature: The distillation temperature used (None for a baseline).
+        perplexity: Validation perplexity after the last epoch of a language model (None for
+            other models); ``best_perplexity`` the lowest over the epochs and
+            ``perplexity_curve`` one per epoch.
     """
 
     name: str
@@ -100,6 +110,9 @@ class StudentResult:
     out: str
     weights: str
     stage: StageResult
+    perplexity: float | None = None
+    best_perplexity: float | None = None
+    perplexity_curve: tuple[float, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -138,16 +151,29 @@ class PipelineReport:
         same_model = [other for other in baselines if other.model == student.model]
         return (same_model or baselines)[0]
 
+    @property
+    def language_model(self) -> bool:
+        """Whether the pipeline trains language models (its students report perplexity)."""
+        return any(student.perplexity is not None for student in self.students)
+
     def gains(self) -> dict[str, dict[str, Any]]:
-        """Per distilled student: its baseline and the accuracy difference in percentage points."""
+        """Per distilled student: its baseline and the accuracy difference in percentage points.
+
+        For language models also ``perplexity_percent``: the relative change of the final
+        perplexity against the baseline's, in percent (negative: distillation helped).
+        """
         gains = {}
         for student in self.students:
             if student.kd:
                 baseline = self.baseline_for(student)
-                gains[student.name] = {
+                gain: dict[str, Any] = {
                     "baseline": baseline.name,
                     "points": round(100 * (student.accuracy - baseline.accuracy), 4),
                 }
+                if student.perplexity is not None and baseline.perplexity is not None:
+                    change = 100 * (student.perplexity / baseline.perplexity - 1)
+                    gain["perplexity_percent"] = round(change, 4)
+                gains[student.name] = gain
         return gains
 
     def to_json(self) -> dict[str, Any]:
@@ -159,18 +185,27 @@ def format_table(report: PipelineReport) -> str:
     """The results table that ``softlabels run`` prints, with a closing line on what KD gained.
 
     Accuracy is shown after the final epoch (the weights a run leaves in ``final.pt``) and at its
-    best epoch (``best.pt``).
+    best epoch (``best.pt``). Language models show their validation perplexity after the final
+    epoch and its lowest value instead, then the final next-token accuracy.
     """
-    rows = [("stage", "model", "final acc.", "best acc.", "size", "time", "status")]
+    language = report.language_model
+    scores = ("final ppl.", "best ppl.", "final acc.") if language else ("final acc.", "best acc.")
+    blank = ("",) * len(scores)
+    rows: list[tuple[str, ...]] = [("stage", "model", *scores, "size", "time", "status")]
     if report.data is not None:
-        rows.append(("data", "", "", "", "", _seconds(report.data.seconds), report.data.status))
+        rows.append(("data", "", *blank, "", _seconds(report.data.seconds), report.data.status))
     teacher = report.teacher
+    teacher_scores: tuple[str, ...]
+    if language:
+        best = min(teacher.perplexity_curve, default=teacher.perplexity)
+        teacher_scores = (_perplexity(teacher.perplexity), _perplexity(best), _percent(teacher.accuracy))
+    else:
+        teacher_scores = (_percent(teacher.accuracy), _percent(max(teacher.curve, default=teacher.accuracy)))
     rows.append(
         (
             "teacher",
             teacher.model,
-            _percent(teacher.accuracy),
-            _percent(max(teacher.curve, default=teacher.accuracy)),
+            *teacher_scores,
             "",
             _seconds(teacher.stage.seconds),
             _with_epochs(teacher.stage.status, len(teacher.curve)),
@@ -182,8 +217,7 @@ def format_table(report: PipelineReport) -> str:
         (
             "store",
             f"T={store.temperature:g}",
-            "",
-            "",
+            *blank,
             _bytes(store.bytes_on_disk),
             _seconds(store.stage.seconds),
             f"{store.stage.status} ({store.num_rows} rows, {encoding})",
@@ -191,28 +225,31 @@ def format_table(report: PipelineReport) -> str:
     )
     for student in report.students:
         method = f"KD, alpha {student.alpha:g}, T {student.temperature:g}" if student.kd else "hard labels"
+        student_scores = (
+            (
+                _perplexity(student.perplexity),
+                _perplexity(student.best_perplexity),
+                _percent(student.accuracy),
+            )
+            if language
+            else (_percent(student.accuracy), _percent(student.best_accuracy))
+        )
         rows.append(
             (
                 f"student {student.name}",
                 student.model,
-                _percent(student.accuracy),
-                _percent(student.best_accuracy),
+                *student_scores,
                 "",
                 _seconds(student.stage.seconds),
                 f"{_with_epochs(student.stage.status, student.epochs)}, {method}",
             )
         )
-    rows.append(("total", "", "", "", "", _seconds(report.seconds), ""))
-    widths = [max(len(row[column]) for row in rows) for column in range(len(rows[0]))]
-    right_aligned = {2, 3, 4, 5}
-    lines = [
-        "  ".join(
-            cell.rjust(width) if column in right_aligned else cell.ljust(width)
-            for column, (cell, width) in enumerate(zip(row, widths, strict=True))
-        ).rstrip()
-        for row in rows
-    ]
-    lines.insert(1, "  ".join("-" * width for width in widths))
+    rows.append(("total", "", *blank, "", _seconds(report.seconds), ""))
+    header, verdicts = _perplexity_summary(report) if language else _accuracy_summary(report)
+    return _table_text(report, header, rows, set(range(2, 4 + len(scores))), verdicts)
+
+
+def _accuracy_summary(report: PipelineReport) -> tuple[str, list[str]]:
     header = (
         f"Pipeline {report.name} ({report.source}): {report.dataset}, accuracy on split "
         f"{report.val_split!r} after the final and the best epoch, device {report.device}"
@@ -224,6 +261,42 @@ def format_table(report: PipelineReport) -> str:
         "(final epoch)"
         for name, gain in report.gains().items()
     ]
+    return header, verdicts
+
+
+def _perplexity_summary(report: PipelineReport) -> tuple[str, list[str]]:
+    header = (
+        f"Pipeline {report.name} ({report.source}): {report.dataset}, perplexity on split "
+        f"{report.val_split!r} after the final epoch and at its lowest, next-token accuracy after the "
+        f"final epoch, device {report.device}"
+    )
+    by_name = {student.name: student for student in report.students}
+    verdicts = [
+        f"Distillation: {name} perplexity {_perplexity(by_name[name].perplexity)} vs {gain['baseline']} "
+        f"{_perplexity(by_name[gain['baseline']].perplexity)} on hard labels: "
+        f"{gain['perplexity_percent']:+.1f}% (final epoch; lower is better)"
+        for name, gain in report.gains().items()
+        if "perplexity_percent" in gain
+    ]
+    return header, verdicts
+
+
+def _table_text(
+    report: PipelineReport,
+    header: str,
+    rows: Sequence[tuple[str, ...]],
+    right_aligned: set[int],
+    verdicts: list[str],
+) -> str:
+    widths = [max(len(row[column]) for row in rows) for column in range(len(rows[0]))]
+    lines = [
+        "  ".join(
+            cell.rjust(width) if column in right_aligned else cell.ljust(width)
+            for column, (cell, width) in enumerate(zip(row, widths, strict=True))
+        ).rstrip()
+        for row in rows
+    ]
+    lines.insert(1, "  ".join("-" * width for width in widths))
     files = f"Report: {Path(report.output) / REPORT_JSON}, plot: {Path(report.output) / REPORT_PNG}"
     return "\n".join([header, "", *lines, "", *verdicts, files])
 
@@ -246,6 +319,7 @@ def plot_report(report: PipelineReport, path: Path) -> None:
 
     Both show the teacher's accuracy as a line. Epoch ticks are whole numbers and the legends sit
     outside the data, so a 1-epoch run (one point per student) reads as well as a 100-epoch one.
+    Language models are plotted by validation perplexity (lower is better) instead of accuracy.
     """
     import matplotlib
 
@@ -258,14 +332,23 @@ def plot_report(report: PipelineReport, path: Path) -> None:
         1, 2, figsize=(11, 4.6 + 0.25 * rows), width_ratios=(3, 2), layout="constrained"
     )
     try:
-        _plot_curves(curves, report)
-        _plot_bars(bars, report)
-        low = _lower_limit(report)
-        for axes in (curves, bars):
-            axes.set_ylim(low, 1.0)
-            axes.yaxis.set_major_formatter(PercentFormatter(1.0, decimals=0))
-            axes.grid(alpha=0.3, axis="y")
-        figure.suptitle(f"pipeline {report.name}: {report.dataset}, accuracy on [{report.val_split}]")
+        if report.language_model:
+            _plot_perplexity_curves(curves, report)
+            _plot_perplexity_bars(bars, report)
+            for axes in (curves, bars):
+                axes.set_ylim(bottom=0.0)
+                axes.grid(alpha=0.3, axis="y")
+            measure = "perplexity"
+        else:
+            _plot_curves(curves, report)
+            _plot_bars(bars, report)
+            low = _lower_limit(report)
+            for axes in (curves, bars):
+                axes.set_ylim(low, 1.0)
+                axes.yaxis.set_major_formatter(PercentFormatter(1.0, decimals=0))
+                axes.grid(alpha=0.3, axis="y")
+            measure = "accuracy"
+        figure.suptitle(f"pipeline {report.name}: {report.dataset}, {measure} on [{report.val_split}]")
         figure.legend(
             handles=curves.get_legend_handles_labels()[0],
             loc="outside lower center",
@@ -332,6 +415,63 @@ def _plot_bars(axes: Any, report: PipelineReport) -> None:
     axes.set_title("final (solid) and best (hatched) epoch", fontsize="medium")
 
 
+def _plot_perplexity_curves(axes: Any, report: PipelineReport) -> None:
+    from matplotlib.ticker import MaxNLocator
+
+    longest = max((len(student.perplexity_curve) for student in report.students), default=1)
+    for student in report.students:
+        curve = student.perplexity_curve
+        axes.plot(
+            range(1, len(curve) + 1),
+            curve,
+            marker="o" if len(curve) <= 30 else None,
+            markersize=5 if len(curve) <= 3 else 3,
+            linestyle="-" if student.kd else "--",
+            color=_colour(report, student),
+            label=f"{student.name} ({student.model}, {'KD' if student.kd else 'hard labels'})",
+        )
+    teacher = report.teacher
+    if teacher.perplexity is not None:
+        axes.axhline(
+            teacher.perplexity,
+            color="black",
+            linestyle=":",
+            label=f"teacher ({teacher.model}): {_perplexity(teacher.perplexity)}",
+        )
+    axes.set_xlim(0.5, max(longest, 1) + 0.5)
+    axes.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
+    axes.set_xlabel("epoch")
+    axes.set_ylabel("validation perplexity (lower is better)")
+    axes.set_title("per epoch", fontsize="medium")
+
+
+def _plot_perplexity_bars(axes: Any, report: PipelineReport) -> None:
+    """Final (solid) and lowest (hatched) perplexity per student, value on top of each bar."""
+    width = 0.38
+    positions = range(len(report.students))
+    rotation = 90 if len(report.students) > 3 else 0
+    for position, student in zip(positions, report.students, strict=True):
+        colour = _colour(report, student)
+        for offset, value, hatch in (
+            (-width / 2, student.perplexity, None),
+            (width / 2, student.best_perplexity, "//"),
+        ):
+            if value is None:
+                continue
+            bar = axes.bar(
+                position + offset, value, width, color=colour, alpha=0.85, hatch=hatch, edgecolor="white"
+            )
+            axes.bar_label(bar, labels=[_perplexity(value)], fontsize="x-small", padding=2, rotation=rotation)
+    if report.teacher.perplexity is not None:
+        axes.axhline(report.teacher.perplexity, color="black", linestyle=":")
+    axes.set_xticks(
+        list(positions),
+        [f"{s.name}\n{'KD' if s.kd else 'hard labels'}" for s in report.students],
+        fontsize="small",
+    )
+    axes.set_title("final (solid) and lowest (hatched) perplexity", fontsize="medium")
+
+
 def _colour(report: PipelineReport, student: StudentResult) -> str:
     """Distilled students in blues, baselines in oranges, in table order."""
     same_kind = [other for other in report.students if other.kd == student.kd]
@@ -367,6 +507,10 @@ def _with_epochs(status: str, count: int) -> str:
 
 def _percent(value: float) -> str:
     return f"{value:.2%}"
+
+
+def _perplexity(value: float | None) -> str:
+    return "" if value is None else f"{value:.2f}"
 
 
 def _seconds(value: float) -> str:

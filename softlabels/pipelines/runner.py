@@ -55,7 +55,7 @@ from softlabels.sources.models import is_model_name
 from softlabels.sources.plugins import is_plugin_ref
 from softlabels.training.config import TeacherConfig, TrainConfig, TrainSummary
 from softlabels.training.run_dir import RUN_FILES, write_json
-from softlabels.training.train import evaluate, load_job_model, train_student, train_teacher
+from softlabels.training.train import evaluate, load_job_model, perplexity, train_student, train_teacher
 
 __all__ = ["TEACHER_EVALUATION", "run_pipeline"]
 
@@ -175,6 +175,7 @@ def _plan(spec: PipelineSpec, *, progress: bool, overwrite: bool, command: str |
         "split": data.train_split,
         "val_split": data.val_split,
         "data_root": data.data_root,
+        "seq_len": data.seq_len,
         "num_workers": run.num_workers,
         "device": run.device,
         "precision": run.precision,
@@ -218,6 +219,7 @@ def _generate_config(spec: PipelineSpec, weights: str, common: dict[str, Any]) -
             dataset=common["dataset"],
             split=common["split"],
             data_root=common["data_root"],
+            seq_len=common["seq_len"],
             teacher=spec.teacher.model,
             teacher_weights=weights,
             temperature=gen.temperature,
@@ -227,6 +229,9 @@ def _generate_config(spec: PipelineSpec, weights: str, common: dict[str, Any]) -
             device=common["device"],
             precision=common["precision"],
             encoding=encoding,
+            views=gen.views,
+            augment=gen.augment,
+            view_seed=spec.run.seed,  # run.seed draws the views, as it draws sampled classes
             overwrite=common["overwrite"],
             progress=common["progress"],
             command=common["command"] or f"softlabels.run_pipeline({shlex.quote(spec.source)})",
@@ -290,13 +295,14 @@ def _teacher_stage(plan: _Plan, device: torch.device, say: _Speaker, *, overwrit
     if plan.teacher is None:
         say(f"stage teacher: evaluating {spec.teacher.model} with {plan.teacher_weights}")
         with say.stage("teacher"):
-            accuracy, status = _evaluate_teacher(spec, plan.teacher_weights, device, overwrite=overwrite)
+            scores, status = _evaluate_teacher(spec, plan.teacher_weights, device, overwrite=overwrite)
         return TeacherResult(
             spec.teacher.model,
             plan.teacher_weights,
-            accuracy,
+            scores.accuracy,
             (),
             StageResult(status, time.perf_counter() - started),
+            perplexity=scores.perplexity,
         )
     say(f"stage teacher: {spec.teacher.model}, {epochs(plan.teacher.epochs)}, in {plan.teacher.out}")
     with say.stage("teacher"):
@@ -307,6 +313,8 @@ def _teacher_stage(plan: _Plan, device: torch.device, say: _Speaker, *, overwrit
         summary.final_val_accuracy,
         _curve(summary),
         StageResult(_training_status(summary), time.perf_counter() - started),
+        perplexity=summary.final_val_perplexity,
+        perplexity_curve=_perplexity_curve(summary),
     )
 
 
@@ -359,11 +367,19 @@ def _student_stage(
         out=summary.out,
         weights=summary.final_weights,
         stage=StageResult(_training_status(summary), time.perf_counter() - started),
+        perplexity=summary.final_val_perplexity,
+        best_perplexity=summary.best_val_perplexity,
+        perplexity_curve=_perplexity_curve(summary),
     )
 
 
 def _curve(summary: TrainSummary) -> tuple[float, ...]:
     return tuple(epoch.val_accuracy for epoch in summary.metrics)
+
+
+def _perplexity_curve(summary: TrainSummary) -> tuple[float, ...]:
+    """Validation perplexity after each epoch (empty unless a language model was trained)."""
+    return tuple(epoch.val_perplexity for epoch in summary.metrics if epoch.val_perplexity is not None)
 
 
 def _training_status(summary: TrainSummary) -> str:
@@ -374,15 +390,24 @@ def _training_status(summary: TrainSummary) -> str:
     return "trained"
 
 
+@dataclass(frozen=True)
+class _Scores:
+    """Validation accuracy, and perplexity for a language model (None otherwise)."""
+
+    accuracy: float
+    perplexity: float | None
+
+
 def _evaluate_teacher(
     spec: PipelineSpec, weights: str, device: torch.device, *, overwrite: bool
-) -> tuple[float, str]:
-    """Validation accuracy of given teacher weights, cached in ``<output>/teacher/evaluation.json``.
+) -> tuple[_Scores, str]:
+    """Validation scores of given teacher weights, cached in ``<output>/teacher/evaluation.json``.
 
     The cache is keyed by what decides the number (model, weights' sha256, validation data), so
     new weights or new data are evaluated again; ``overwrite`` ignores it.
     """
-    source = load_dataset(spec.dataset.source_spec, spec.dataset.val_split, data_root=spec.dataset.data_root)
+    data = spec.dataset
+    source = load_dataset(data.source_spec, data.val_split, data_root=data.data_root, seq_len=data.seq_len)
     teacher = load_job_model(spec.teacher.model, source, weights=weights, role="teacher")
     key = {
         "model": teacher.spec,
@@ -395,10 +420,14 @@ def _evaluate_teacher(
     record_path = Path(spec.output) / "teacher" / TEACHER_EVALUATION
     cached = _read_evaluation(record_path)
     if not overwrite and cached is not None and cached.get("key") == key:
-        return float(cached["accuracy"]), "reused"
-    accuracy = _accuracy(teacher.module, source, spec, device)
-    write_json(record_path, {"key": key, "accuracy": accuracy, "weights": weights})
-    return accuracy, "evaluated"
+        perplexity = cached.get("perplexity")
+        return _Scores(float(cached["accuracy"]), None if perplexity is None else float(perplexity)), "reused"
+    scores = _scores(teacher.module, source, spec, device)
+    write_json(
+        record_path,
+        {"key": key, "accuracy": scores.accuracy, "perplexity": scores.perplexity, "weights": weights},
+    )
+    return scores, "evaluated"
 
 
 def _read_evaluation(path: Path) -> dict[str, Any] | None:
@@ -409,14 +438,14 @@ def _read_evaluation(path: Path) -> dict[str, Any] | None:
     return record if isinstance(record, dict) else None
 
 
-def _accuracy(
+def _scores(
     model: torch.nn.Module, source: DatasetSource, spec: PipelineSpec, device: torch.device
-) -> float:
+) -> _Scores:
     loader = DataLoader(
         source.dataset,
         batch_size=spec.generate.batch_size,
         num_workers=spec.run.num_workers,
         pin_memory=device.type == "cuda",
     )
-    _, accuracy = evaluate(model.to(device), loader, device, spec.run.precision)
-    return accuracy
+    loss, accuracy = evaluate(model.to(device), loader, device, spec.run.precision)
+    return _Scores(accuracy, None if source.positions is None else perplexity(loss))

@@ -31,7 +31,8 @@ from pathlib import Path
 from typing import Any
 
 from softlabels import defaults
-from softlabels.errors import InvalidArgumentError, PipelineError
+from softlabels.errors import InvalidArgumentError, InvalidSettingError, PipelineError
+from softlabels.format.views import ViewRecipe
 
 __all__ = [
     "DEFAULT_PIPELINE",
@@ -50,6 +51,9 @@ __all__ = [
 DEFAULT_PIPELINE = "digits.toml"
 """The embedded pipeline that ``softlabels run`` runs without a file (package data of this module)."""
 
+# Dataset specs whose folder is given as dataset.root (``spec = "text"`` is ``text:<root>``).
+_ROOTED_SPECS = ("imagefolder", "text")
+
 # Names become folder names (``<output>/students/<name>``) and dotted keys, so no dots or slashes.
 _NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
 _NAME_DESCRIPTION = "letters, digits, '_' and '-' (starting with a letter or digit)"
@@ -61,12 +65,15 @@ class DatasetSpec:
 
     Attributes:
         spec: ``digits``, ``imagefolder`` (with ``root``), ``imagefolder:ROOT``,
-            ``torchvision:NAME`` (with ``root``) or a plug-in ``module:callable``/``file.py:callable``.
-        root: The image folder, or the data root of a ``torchvision:`` dataset.
+            ``torchvision:NAME`` (with ``root``), ``text`` (with ``root``), ``text:ROOT`` or a
+            plug-in ``module:callable``/``file.py:callable``.
+        root: The image folder, the text folder (``<split>.txt`` files), or the data root of a
+            ``torchvision:`` dataset.
         archive: A ``.tar.gz`` with top-level ``train/`` and ``test/`` folders, unpacked into
             ``root`` on first use (``imagefolder`` only).
         train_split: The split the teacher and the students train on (and the store covers).
-        val_split: The held-out split every accuracy is measured on.
+        val_split: The held-out split every accuracy (and perplexity) is measured on.
+        seq_len: Tokens per sample of a text dataset (required there, refused elsewhere).
     """
 
     spec: str
@@ -74,12 +81,13 @@ class DatasetSpec:
     archive: str | None
     train_split: str
     val_split: str
+    seq_len: int | None = None
 
     @property
     def source_spec(self) -> str:
         """The dataset spec that :func:`softlabels.sources.load_dataset` takes."""
-        if self.spec == "imagefolder":
-            return f"imagefolder:{self.root}"
+        if self.spec in _ROOTED_SPECS:
+            return f"{self.spec}:{self.root}"
         return self.spec
 
     @property
@@ -114,6 +122,9 @@ class GenerateSpec:
     Attributes:
         dtype: Stored value type; None for ``sampled``, which stores class indices and counts.
         store: Where the label store goes (default ``<output>/labels.zarr``).
+        views: Augmented views stored per sample (issue 13), or None for one unaugmented row;
+            the views are drawn under ``run.seed``, and distilled students replay them.
+        augment: The views' recipe (``crop=LO:HI,flip``; default ``crop=0.35:1,flip``); needs ``views``.
     """
 
     temperature: float
@@ -123,6 +134,8 @@ class GenerateSpec:
     k: int | None
     samples: int | None
     store: str
+    views: int | None = None
+    augment: str | None = None
 
 
 @dataclass(frozen=True)
@@ -335,7 +348,7 @@ class _Parser:
         values = self.section(document, "dataset", _DATASET_FIELDS)
         spec = DatasetSpec(**values)
         kind, separator, argument = spec.spec.partition(":")
-        needs_root = spec.spec == "imagefolder" or kind == "torchvision"
+        needs_root = spec.spec in _ROOTED_SPECS or kind == "torchvision"
         if needs_root and spec.root is None:
             raise self.error(
                 "dataset.root", f"missing; dataset {_shown(spec.spec)} needs the folder of its files"
@@ -346,8 +359,15 @@ class _Parser:
             raise self.error(
                 "dataset.archive", 'applies only to spec = "imagefolder" (it is unpacked into root)'
             )
-        if separator and kind in ("imagefolder", "torchvision") and not argument:
+        if separator and kind in ("imagefolder", "torchvision", "text") and not argument:
             raise self.error("dataset.spec", f"expected text after ':', got {_shown(spec.spec)}")
+        is_text = kind == "text"
+        if is_text and spec.seq_len is None:
+            raise self.error(
+                "dataset.seq_len", "missing; a text dataset is cut into windows of seq_len tokens"
+            )
+        if not is_text and spec.seq_len is not None:
+            raise self.error("dataset.seq_len", f"applies only to text datasets, not {_shown(spec.spec)}")
         if spec.train_split == spec.val_split:
             raise self.error(
                 "dataset.val_split",
@@ -380,7 +400,20 @@ class _Parser:
         if label_format != "sampled":
             values["dtype"] = _or(values["dtype"], defaults.VALUE_DTYPE)
         store = _or(values.pop("store"), str(Path(output) / "labels.zarr"))
+        self.check_views(values["views"], values["augment"])
         return GenerateSpec(label_format=label_format, store=store, **values)
+
+    def check_views(self, views: int | None, augment: str | None) -> None:
+        if augment is None:
+            return
+        if views is None:
+            raise self.error(
+                "generate.augment", "needs generate.views (the number of augmented views per sample)"
+            )
+        try:
+            ViewRecipe.parse(augment)
+        except InvalidSettingError as exc:
+            raise self.error("generate.augment", str(exc)) from None
 
     def students(
         self, document: dict[str, Any], seed: int, generate: GenerateSpec
@@ -411,6 +444,11 @@ class _Parser:
                     raise self.error(
                         f"{key}.{option}", "does not apply to a hard-label baseline (kd = false)"
                     )
+        if generate.views is not None and values["kd"] and values["augment"]:
+            raise self.error(
+                f"{key}.augment",
+                "must be false for a distilled student of a store of views: it replays the stored views",
+            )
         temperature = values["temperature"]
         if generate.label_format != "full" and temperature not in (None, generate.temperature):
             raise self.error(
@@ -550,6 +588,13 @@ def _path(value: Any) -> str:
     return str(Path(os.path.expandvars(value)).expanduser())
 
 
+@_expects("a store location (a path, or an s3:// or http(s):// URL)")
+def _store_location(value: Any) -> str:
+    if isinstance(value, str) and "://" in value:
+        return value.strip()  # a URL: no home folder to expand, and Path would fold its "//"
+    return _path(value)  # type: ignore[no-any-return]
+
+
 @_expects("true or false")
 def _boolean(value: Any) -> bool:
     if not isinstance(value, bool):
@@ -585,6 +630,7 @@ _DATASET_FIELDS = (
     _Field("archive", _path, None),
     _Field("train_split", _text, defaults.TRAIN_SPLIT),
     _Field("val_split", _text, defaults.VAL_SPLIT),
+    _Field("seq_len", _integer(1), None),
 )
 # Training settings shared by the teacher and the students; None defers to the trainer's defaults.
 _TRAINING_FIELDS = (
@@ -610,7 +656,9 @@ _GENERATE_FIELDS = (
     _Field("format", _choice(*defaults.LABEL_FORMATS), defaults.LABEL_FORMAT),
     _Field("k", _integer(1), None),
     _Field("samples", _integer(1), None),
-    _Field("store", _path, None),
+    _Field("store", _store_location, None),
+    _Field("views", _integer(1), None),
+    _Field("augment", _text, None),
 )
 _STUDENT_FIELDS = (
     _Field("model", _text),

@@ -2,7 +2,8 @@
 
 The teacher is not run again: every shard of the new store is read from the full store, decoded
 to float32 ``logits / T`` rows and encoded exactly as ``generate`` encodes teacher outputs, so a
-conversion of a float32 full store equals direct generation with the same settings.
+conversion of a float32 full store equals direct generation with the same settings. Stores with
+label axes (views, token positions) convert cell by cell and keep their axes.
 
 Work is split into the shards of the new store and run in parallel with :mod:`dask`. The
 default ``threads`` scheduler suits it: a shard's work is numpy kernels (exp, cumsum, partition,
@@ -26,7 +27,6 @@ import os
 import time
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
-from pathlib import Path
 
 from softlabels import __version__
 from softlabels.defaults import (
@@ -36,6 +36,7 @@ from softlabels.defaults import (
 )
 from softlabels.errors import InvalidArgumentError, StoreConflictError
 from softlabels.format.encoding_spec import EncodingSpec
+from softlabels.format.encodings import cell_encoding
 from softlabels.processing.shards import absolute_location, check_run_options, write_pending_shards
 from softlabels.store import (
     Encoding,
@@ -90,8 +91,9 @@ def convert_store(
         chunk_rows: rows per Zarr chunk of the new store; by default about 1 MiB per chunk, rounded
             to a multiple of the source's chunk rows so that every source chunk is decoded once.
         chunks_per_shard: chunks per unit of work.
-        scheduler: the dask scheduler, one of :data:`SCHEDULERS`.
-        workers: threads or processes (default: dask's, one per CPU).
+        scheduler: the dask scheduler, one of :data:`SCHEDULERS`, or a dask.distributed cluster:
+            ``local:N`` (N worker processes started here) or a scheduler address (``tcp://HOST:PORT``).
+        workers: threads or processes of ``threads``/``processes`` (default: dask's, one per CPU).
         overwrite: replace a store at ``out`` made with other settings.
         progress: show dask's progress bar on stderr.
         command: the command line recorded in the conversion record.
@@ -103,6 +105,7 @@ def convert_store(
         StoreMismatchError: ``out`` holds a store made with other settings, or derived from another
             run of the source, and ``overwrite`` is off.
         StoreConflictError: the source or the output was replaced while converting.
+        ClusterError: a cluster scheduler cannot be reached, or keeps losing the workers of a shard.
     """
     started = time.perf_counter()
     check_run_options(scheduler, workers, chunk_rows, chunks_per_shard)
@@ -114,7 +117,13 @@ def convert_store(
     pending = write_pending_shards(
         writer,
         convert_shard,
-        lambda shard: (store.location, str(writer.path), writer.header, shard),
+        # Absolute locations: a cluster's workers may run in another folder or on another host.
+        lambda shard: (
+            absolute_location(store.location),
+            absolute_location(str(writer.path)),
+            writer.header,
+            shard,
+        ),
         scheduler=scheduler,
         workers=workers,
         progress=progress,
@@ -144,7 +153,7 @@ def _check_source(store: LabelStore, encoding: Encoding, out: str | os.PathLike[
             "cannot be recovered)"
         )
     encoding.fields(store.num_classes)  # refuses k > C before any work
-    if Path(store.location).resolve() == Path(out).resolve():
+    if absolute_location(store.location) == absolute_location(os.fspath(out)):
         raise InvalidArgumentError(f"the output {out} is the source store itself; choose another OUT")
 
 
@@ -156,8 +165,10 @@ def _derived_header(
     chunks_per_shard: int,
     command: str | None,
 ) -> StoreHeader:
+    # Chunks are sized by whole samples: every view and position of a row travels with it.
+    sample_encoding = cell_encoding(row_encoding, store.layout.label_axes)
     rows_per_chunk = chunk_rows or _aligned_chunk_rows(
-        store.layout.chunk_rows, row_encoding.bytes_per_row(store.num_classes)
+        store.layout.chunk_rows, sample_encoding.bytes_per_row(store.num_classes)
     )
     layout = Layout(
         encoding=row_encoding.name,
@@ -166,6 +177,10 @@ def _derived_header(
         num_classes=store.num_classes,
         chunk_rows=rows_per_chunk,
         shard_rows=rows_per_chunk * chunks_per_shard,
+        views=store.layout.views,
+        positions=store.layout.positions,
+        view_recipe=store.layout.view_recipe,
+        view_seed=store.layout.view_seed,
     )
     record = {
         "operation": CONVERSION,
@@ -206,8 +221,13 @@ def convert_shard(source: str, out: str, header: StoreHeader, shard: int) -> int
     _refuse_other_run(source, expected, opened.header.run_id)
     rows = opened.read_rows(start, stop)
     _refuse_other_run(source, expected, read_header(source).run_id)
-    fields = encoding.encode(rows.fields["logits"], start)
-    StoreWriter(Path(out), header, encoding).write_shard(shard, fields, rows.targets)
+    writer = StoreWriter(out, header, encoding)
+    # The writer's encoding takes whole samples ([n, *label_axes, C]) and keys cells as generate does.
+    # Views keep the parameters that make them replayable.
+    view_params = None if layout.view_recipe is None else opened.read_view_params(start, stop)
+    writer.write_shard(
+        shard, writer.encoding.encode(rows.fields["logits"], start), rows.targets, view_params=view_params
+    )
     return shard
 
 

@@ -7,33 +7,38 @@ module turns such a file into a store bound to the data it labels, written like 
 Sources, read whole into memory:
 
 ``.npy`` / ``.npz``
-    A float ``[N, C]`` array, one row per sample in sample order (an ``.npz`` holds it as ``logits``
-    or as its only array). What the rows hold is stated (``kind``):
+    A float ``[N, C]`` array, one row per sample in sample order, or ``[N, L, C]``, one row per
+    position of each sample of token data (a ``text:ROOT`` dataset read with ``seq_len = L``, or a
+    plug-in whose targets are ``[L]``); an ``.npz`` holds it as ``logits`` or as its only array.
+    What the rows hold is stated (``kind``):
 
     * ``logits``: the teacher's logits; stored as ``logits / T`` (as ``generate`` stores them);
     * ``scaled-logits``: logits already divided by ``T``, stored as they are (what ``export``
       writes for a full store, so an export imports back to the same rows bit for bit);
     * ``logprobs``: log-probabilities of the teacher distribution at ``T``; each row must
       normalise: ``|sum(exp(row)) - 1| <= NORMALISATION_TOLERANCE``; stored as they are (their
-      softmax is that distribution).
+      softmax is that distribution). Positions the data ignores (target ``-100``) are stored but
+      not checked.
 
     An ``.npz`` that also holds ``targets`` (an export) must agree with the data's labels row for
     row, which proves that its rows line up with the samples.
 ``.jsonl`` (JSON Lines)
     One record per sample, in sample order, each a JSON object
-    ``{"logprobs": [{"<class id>": <log-probability>, ...}]}`` holding the top log-probabilities of
-    the teacher distribution at ``T`` per position, keyed by class id (a decimal integer string, as
+    ``{"logprobs": [{"<class id>": <log-probability>, ...}, ...]}`` holding the top log-probabilities
+    of the teacher distribution at ``T`` per position, keyed by class id (a decimal integer string, as
     OpenAI-compatible servers key ``top_logprobs`` by token id). A record may carry ``"index"``, which
-    must equal its position in the file. This store holds one label per sample, so each record holds
-    exactly one position (sequence labels are not supported yet). Every record must hold at least
-    ``k`` classes (the ``k`` most probable are kept; ``k`` defaults to the first record's count) and
-    a kept mass of at most ``1 + NORMALISATION_TOLERANCE`` (a mass above 1 within it is scaled down
-    to 1). They become a ``topk`` store whose ``log_normalizer`` is 0 (the teacher's logits are not
-    known; the kept log-probabilities stand for them).
+    must equal its position in the file. A record holds exactly one position for data with one label
+    per sample, and exactly ``L`` (one per labelled position, in order) for token data of ``L``
+    positions per sample. Every position must hold at least ``k`` classes (the ``k`` most probable are
+    kept; ``k`` defaults to the first position's count) and a kept mass of at most
+    ``1 + NORMALISATION_TOLERANCE`` (a mass above 1 within it is scaled down to 1; positions the data
+    ignores are not checked). They become a ``topk`` store whose ``log_normalizer`` is 0 (the
+    teacher's logits are not known; the kept log-probabilities stand for them).
 
 Every source is refused, before anything is written, when it holds a NaN or infinite value, a row
-count other than the data's, a width other than its class count, class ids outside ``[0, C)``, or
-log-probabilities that do not normalise. The store's provenance records that the labels were
+count other than the data's, positions per sample other than the data's (none, or ``L``), a width
+other than its class count, class ids outside ``[0, C)``, or log-probabilities that do not
+normalise. The store's provenance records that the labels were
 imported (``derived_from``: operation ``import``, the source file and its sha256, the kind) and the
 stated teacher name and temperature; a resume must use the very same file.
 """
@@ -46,7 +51,7 @@ import math
 import os
 import platform
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -57,9 +62,10 @@ from softlabels import __version__
 from softlabels.defaults import CHUNKS_PER_SHARD, IMPORT_KINDS
 from softlabels.errors import DataError, Interrupted, InvalidArgumentError, InvalidSettingError
 from softlabels.format.encoding_spec import EncodingSpec
-from softlabels.format.encodings import Encoding, index_dtype
+from softlabels.format.encodings import Encoding, cell_encoding, index_dtype
 from softlabels.format.encodings.values import encode_log_probs
 from softlabels.format.identity import DescribedData, dataset_info
+from softlabels.format.schema import IGNORED_TARGET
 from softlabels.processing.shards import absolute_location
 from softlabels.store import (
     Layout,
@@ -87,9 +93,13 @@ SHOWN = 5
 class ImportSource:
     """A validated source file: the rows to store, without any dataset yet.
 
-    ``rows`` (float32 ``[N, C]``) are rows whose softmax is the teacher distribution at ``T``;
-    ``kept`` (JSON Lines) are the top log-probabilities (float64 ``[N, K]``, decreasing) and their
-    classes (int64 ``[N, K]``). ``targets`` are an export file's labels, to check against the data.
+    ``rows`` (float32 ``[N, C]`` or ``[N, L, C]``) are rows whose softmax is the teacher
+    distribution at ``T``; ``kept`` (JSON Lines) are the top log-probabilities (float64
+    ``[N, P, K]``, decreasing) and their classes (int64 ``[N, P, K]``), ``P`` positions per record
+    (``record_positions`` ``[N]`` says how many each record held; shorter records are padded with
+    ``-inf``). ``mass`` (``[N, P]``, log-probability sources whose positions the data may ignore) is
+    each position's probability mass, checked once the data's ignored positions are known.
+    ``targets`` are an export file's labels, to check against the data.
     """
 
     path: str
@@ -97,6 +107,8 @@ class ImportSource:
     kind: str
     rows: np.ndarray | None = None
     kept: tuple[np.ndarray, np.ndarray] | None = None
+    record_positions: np.ndarray | None = None
+    mass: np.ndarray | None = None
     targets: np.ndarray | None = None
 
     @property
@@ -105,8 +117,8 @@ class ImportSource:
 
     @property
     def k(self) -> int | None:
-        """Classes per record of a JSON Lines source (None for arrays)."""
-        return self.kept_rows()[0].shape[1] if self.kept is not None else None
+        """Classes per position of a JSON Lines source (None for arrays)."""
+        return self.kept_rows()[0].shape[-1] if self.kept is not None else None
 
     def kept_rows(self) -> tuple[np.ndarray, np.ndarray]:
         """``kept``, for a source known to hold top log-probabilities."""
@@ -139,13 +151,13 @@ def read_source(
         kind: what an array's rows hold, one of :data:`~softlabels.defaults.IMPORT_KINDS` (required
             for arrays; JSON Lines hold log-probabilities, so only ``logprobs`` or None is accepted).
         temperature: the temperature the labels are at (``logits`` are divided by it).
-        k: classes kept per JSON Lines record (default: the first record's count).
+        k: classes kept per JSON Lines position (default: the first position's count).
 
     Raises:
         InvalidArgumentError: an unknown suffix or kind, or a bad temperature.
-        DataError: the file cannot be read, or holds NaN or infinite values, the wrong shape, more
-            than one position per record, positions out of order, or log-probabilities that do not
-            normalise.
+        DataError: the file cannot be read, or holds NaN or infinite values, the wrong shape, records
+            out of order or without positions, or ``[N, C]`` log-probabilities that do not normalise
+            (per-position ones, and positions per record, are checked against the data on import).
     """
     source = Path(path)
     if not (math.isfinite(temperature) and temperature > 0):
@@ -159,7 +171,15 @@ def read_source(
             raise InvalidArgumentError(
                 f"kind {kind} does not apply to {source}: JSON Lines hold log-probabilities"
             )
-        return ImportSource(str(source), _sha256(source), TOPK_LOGPROBS, kept=_read_jsonl(source, k))
+        values, classes, counts, mass = _read_jsonl(source, k)
+        return ImportSource(
+            str(source),
+            _sha256(source),
+            TOPK_LOGPROBS,
+            kept=(values, classes),
+            record_positions=counts,
+            mass=mass,
+        )
     if kind not in IMPORT_KINDS:
         raise InvalidArgumentError(
             f"kind of the rows in {source} must be one of {', '.join(IMPORT_KINDS)}, got {kind}"
@@ -168,9 +188,12 @@ def read_source(
         raise InvalidSettingError("k", f"k applies to .jsonl sources only; {source} holds whole rows")
     values, targets = _read_array(source)
     rows = _checked_rows(values, kind, source)
+    # Per-position log-probabilities are checked once the data's ignored positions are known.
+    per_position = kind == "logprobs" and rows.ndim == 3
+    position_mass = np.exp(rows.astype(np.float64)).sum(axis=-1) if per_position else None
     if kind == "logits":
         rows = rows / np.float32(temperature)  # in float32, as generate divides the teacher's outputs
-    return ImportSource(str(source), _sha256(source), kind, rows=rows, targets=targets)
+    return ImportSource(str(source), _sha256(source), kind, rows=rows, mass=position_mass, targets=targets)
 
 
 def _sha256(path: Path) -> str:
@@ -198,24 +221,22 @@ def _read_array(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
 
 
 def _checked_rows(values: np.ndarray, kind: str, path: Path) -> np.ndarray:
-    if values.ndim == 3:
+    if values.ndim not in (2, 3) or 0 in values.shape[:-1] or values.shape[-1] < 2:
         raise DataError(
-            f"{path} holds labels per position {list(values.shape)}; this store holds one label row per "
-            "sample ([N, C]); sequence labels are not supported yet"
-        )
-    if values.ndim != 2 or values.shape[0] == 0 or values.shape[1] < 2:
-        raise DataError(
-            f"{path} must hold one row per sample, [N, C] with C >= 2; got shape {list(values.shape)}"
+            f"{path} must hold one row per sample, [N, C], or per position, [N, L, C], with C >= 2; "
+            f"got shape {list(values.shape)}"
         )
     if not np.issubdtype(values.dtype, np.floating):
         raise DataError(f"{path} holds {values.dtype} values; {kind} must be floating-point numbers")
     rows = values.astype(np.float32)
-    bad = np.flatnonzero(~np.isfinite(rows).all(axis=1))
+    finite = np.asarray(np.isfinite(rows).all(axis=-1))
+    bad = np.flatnonzero(~finite.reshape(len(rows), -1).all(axis=1))
     if bad.size:
         raise DataError(
             f"{path} holds NaN or infinite values in {bad.size} rows, e.g. rows {bad[:SHOWN].tolist()}"
+            + _positions_of(~finite, bad[0])
         )
-    if kind == "logprobs":
+    if kind == "logprobs" and rows.ndim == 2:
         mass = np.exp(rows.astype(np.float64)).sum(axis=1)
         off = np.flatnonzero(np.abs(mass - 1.0) > NORMALISATION_TOLERANCE)
         if off.size:
@@ -226,9 +247,17 @@ def _checked_rows(values: np.ndarray, kind: str, path: Path) -> np.ndarray:
     return rows
 
 
-def _read_jsonl(path: Path, k: int | None) -> tuple[np.ndarray, np.ndarray]:
-    """Top log-probabilities (decreasing; ties by class) and their classes, ``k`` per record."""
-    records: list[tuple[np.ndarray, np.ndarray]] = []
+def _positions_of(cells: np.ndarray, row: int) -> str:
+    """`` (positions [...] of row R)`` for per-position ``cells`` ``[N, L]``; nothing for ``[N]``."""
+    if cells.ndim < 2:
+        return ""
+    return f" (positions {np.flatnonzero(cells[row])[:SHOWN].tolist()} of row {row})"
+
+
+def _read_jsonl(path: Path, k: int | None) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Top log-probabilities ``[N, P, K]`` (decreasing; ties by class), their classes, the positions of
+    each record ``[N]`` and each position's kept mass ``[N, P]`` (before it is scaled down to 1)."""
+    records: list[list[tuple[np.ndarray, np.ndarray]]] = []
     try:
         with path.open() as stream:
             for number, line in enumerate(filter(str.strip, stream)):
@@ -239,28 +268,27 @@ def _read_jsonl(path: Path, k: int | None) -> tuple[np.ndarray, np.ndarray]:
         raise DataError(f"cannot read {path}: it is not UTF-8 text") from exc
     if not records:
         raise DataError(f"{path} holds no records")
-    width = len(records[0][0]) if k is None else k
+    width = len(records[0][0][0]) if k is None else k
     if width < 1:
         raise InvalidSettingError("k", f"k must be >= 1, got {width}")
-    short = [number for number, (values, _) in enumerate(records) if len(values) < width]
+    short = [number for number, record in enumerate(records) if any(len(v) < width for v, _ in record)]
     if short:
         raise DataError(
-            f"{path}: {len(short)} records hold fewer than k = {width} classes, e.g. records {short[:SHOWN]}"
+            f"{path}: {len(short)} records hold fewer than k = {width} classes at a position, "
+            f"e.g. records {short[:SHOWN]}"
         )
-    values = np.stack([record[0][:width] for record in records])
-    classes = np.stack([record[1][:width] for record in records])
-    mass = np.exp(values).sum(axis=1)
-    over = np.flatnonzero(mass > 1 + NORMALISATION_TOLERANCE)
-    if over.size:
-        raise DataError(
-            f"{path}: the kept log-probabilities of {over.size} records do not normalise (probabilities sum "
-            f"to {mass[over[0]]:.6g} in record {over[0]}; allowed: at most 1 + {NORMALISATION_TOLERANCE:g})"
-        )
+    counts = np.array([len(record) for record in records], dtype=np.int64)
+    values = np.full((len(records), int(counts.max()), width), -np.inf)
+    classes = np.zeros(values.shape, dtype=np.int64)
+    for number, record in enumerate(records):
+        for position, (kept, ids) in enumerate(record):
+            values[number, position], classes[number, position] = kept[:width], ids[:width]
+    mass = np.exp(values).sum(axis=-1)
     # Within the tolerance: scale the kept mass down to 1, so the residual is never negative.
-    return values - np.log(np.maximum(mass, 1.0))[:, None], classes
+    return values - np.log(np.maximum(mass, 1.0))[..., None], classes, counts, mass
 
 
-def _parse_record(line: str, number: int, path: Path) -> tuple[np.ndarray, np.ndarray]:
+def _parse_record(line: str, number: int, path: Path) -> list[tuple[np.ndarray, np.ndarray]]:
     where = f"{path}: record {number}"
     try:
         record = json.loads(line)
@@ -275,12 +303,11 @@ def _parse_record(line: str, number: int, path: Path) -> tuple[np.ndarray, np.nd
             f"{where} carries index {record['index']!r}: records must be in sample order, one per sample"
         )
     positions = record["logprobs"]
-    if len(positions) != 1:
-        raise DataError(
-            f"{where} holds {len(positions)} positions; this store holds one label per sample (exactly one "
-            "position per record; sequence labels are not supported yet)"
-        )
-    return _parse_position(positions[0], where)
+    if not positions:
+        raise DataError(f"{where} holds no positions")
+    return [
+        _parse_position(position, f"{where}, position {index}") for index, position in enumerate(positions)
+    ]
 
 
 def _parse_position(position: Any, where: str) -> tuple[np.ndarray, np.ndarray]:
@@ -308,6 +335,7 @@ def import_labels(
     temperature: float,
     encoding: EncodingSpec,
     data_root: str | None = None,
+    seq_len: int | None = None,
     chunk_rows: int | None = None,
     chunks_per_shard: int = CHUNKS_PER_SHARD,
     overwrite: bool = False,
@@ -315,8 +343,13 @@ def import_labels(
 ) -> ImportSummary:
     """Write ``source``'s rows into a store for ``dataset [split]``, resumably.
 
+    Token data (``seq_len`` for ``text:ROOT``, or a plug-in with per-position targets) makes a store
+    with ``L`` labelled positions per sample and ``[N, L]`` targets; ``source`` must then hold ``L``
+    positions per sample.
+
     Raises:
-        DataError: the rows do not match the data (count, classes, an export's targets).
+        DataError: the rows do not match the data (count, positions, classes, an export's targets), or
+            log-probabilities at positions the data labels do not normalise.
         InvalidSettingError: a JSON Lines source into a format other than ``topk`` of its ``k``.
         StoreMismatchError: ``out`` holds a store made otherwise (another file, teacher, T, data) and
             ``overwrite`` is off.
@@ -326,21 +359,28 @@ def import_labels(
     _check_options(source, encoding, teacher_name, chunk_rows, chunks_per_shard)
     from softlabels.sources import load_dataset  # torch: once the source is known to be sound
 
-    data = load_dataset(dataset, split, data_root=data_root)
-    targets = np.array([data.dataset[i][1] for i in range(len(data))], dtype=np.int64)
-    _check_fits(source, data, targets)
-    row_encoding = encoding.build()
+    data = load_dataset(dataset, split, data_root=data_root, seq_len=seq_len)
+    targets = np.stack([np.asarray(data.dataset[i][1], dtype=np.int64) for i in range(len(data))])
+    source = _fitted(source, data, data.positions, targets)
     header = _header(
-        source, data, teacher_name, temperature, row_encoding, chunk_rows, chunks_per_shard, command
+        source,
+        data,
+        teacher_name,
+        temperature,
+        encoding.build(),
+        chunk_rows,
+        chunks_per_shard,
+        command,
+        data.positions,
     )
-    writer = StoreWriter.open(out, header, row_encoding, overwrite=overwrite)
+    writer = StoreWriter.open(out, header, encoding.build(), overwrite=overwrite)
     pending = writer.pending_shards()
     layout = writer.header.layout
     try:
         for shard in pending:
             start, stop = layout.shard_bounds(shard)
             writer.write_shard(
-                shard, _encoded(source, row_encoding, layout, start, stop), targets[start:stop]
+                shard, _encoded(source, writer.encoding, layout, start, stop), targets[start:stop]
             )
     except KeyboardInterrupt:
         kept = f"{layout.num_shards - len(writer.pending_shards())} of {layout.num_shards} shards in {writer.path}"
@@ -380,30 +420,99 @@ def _check_options(
             raise InvalidArgumentError(f"{setting} must be >= 1, got {value}")
 
 
-def _check_fits(source: ImportSource, data: DescribedData, targets: np.ndarray) -> None:
-    """Refuse rows that do not match the data: their count, their width or classes, an export's targets."""
+def _fitted(
+    source: ImportSource, data: DescribedData, positions: int | None, targets: np.ndarray
+) -> ImportSource:
+    """``source`` shaped as the data's samples, ``[N, C]`` or ``[N, L, ...]``, once it is known to fit."""
+    _check_fits(source, data, positions, targets)
+    if source.kept is None:
+        return source
+    values, classes = source.kept
+    if positions is None:
+        return replace(source, kept=(values[:, 0], classes[:, 0]))
+    return replace(source, kept=(values[:, :positions], classes[:, :positions]))
+
+
+def _check_fits(
+    source: ImportSource, data: DescribedData, positions: int | None, targets: np.ndarray
+) -> None:
+    """Refuse rows that do not match the data: count, positions, width or classes, normalisation, targets."""
     described = f"{data.spec} [{data.split}]"
     if source.num_rows != len(data):
         raise DataError(
             f"{source.path} holds {source.num_rows} rows but {described} has {len(data)} samples; "
             "one row per sample, in sample order"
         )
-    if source.rows is not None and source.rows.shape[1] != data.num_classes:
+    _check_positions(source, described, positions)
+    if source.rows is not None and source.rows.shape[-1] != data.num_classes:
         raise DataError(
-            f"{source.path} holds rows of {source.rows.shape[1]} classes but {described} has {data.num_classes}"
+            f"{source.path} holds rows of {source.rows.shape[-1]} classes but {described} has {data.num_classes}"
         )
+    _check_normalised(source, targets if positions is not None else None)
     if source.kept is not None:
-        outside = np.flatnonzero((source.kept[1] >= data.num_classes).any(axis=1))
+        outside = np.flatnonzero((source.kept[1] >= data.num_classes).reshape(len(targets), -1).any(axis=1))
         if outside.size:
             raise DataError(
                 f"{source.path}: {outside.size} records name a class id >= {data.num_classes} (the classes of "
                 f"{described}), e.g. records {outside[:SHOWN].tolist()}"
             )
     if source.targets is not None and not np.array_equal(np.asarray(source.targets, dtype=np.int64), targets):
-        rows = np.flatnonzero(np.asarray(source.targets).reshape(-1)[: len(targets)] != targets)
+        stated = np.asarray(source.targets)
+        differ = (
+            (stated != targets).reshape(len(targets), -1).any(axis=1)
+            if stated.shape == targets.shape
+            else np.ones(len(targets), dtype=bool)
+        )
+        rows = np.flatnonzero(differ)
         raise DataError(
             f"the rows of {source.path} do not line up with {described}: its targets differ from the data's "
             f"labels at rows {rows[:SHOWN].tolist()}"
+        )
+
+
+def _check_positions(source: ImportSource, described: str, positions: int | None) -> None:
+    """Refuse a source whose positions per sample (none, or ``L``) are not the data's."""
+    expected = "one label per sample" if positions is None else f"{positions} labelled positions per sample"
+    if source.rows is not None:
+        held = None if source.rows.ndim == 2 else source.rows.shape[1]
+        if held != positions:
+            shape = "[N, C], one row per sample" if held is None else f"[N, L, C] with L = {held}"
+            raise DataError(
+                f"{source.path} holds {shape} but {described} has {expected}: positions that do not line up"
+            )
+        return
+    counts = source.record_positions
+    if counts is None:
+        return
+    bad = np.flatnonzero(counts != (positions or 1))
+    if bad.size:
+        raise DataError(
+            f"{source.path}: record {bad[0]} holds {counts[bad[0]]} positions but {described} has {expected} "
+            f"({bad.size} records differ, e.g. records {bad[:SHOWN].tolist()}): positions that do not line up"
+        )
+
+
+def _check_normalised(source: ImportSource, targets: np.ndarray | None) -> None:
+    """Refuse log-probabilities whose mass is off at a position the data labels (per-position targets)."""
+    if source.mass is None:
+        return
+    mass = source.mass[:, : 1 if targets is None else targets.shape[1]]
+    if source.kept is not None:
+        off = mass > 1 + NORMALISATION_TOLERANCE
+        allowed, what, unit = f"at most 1 + {NORMALISATION_TOLERANCE:g}", "kept log-probabilities", "record"
+    else:
+        off = np.abs(mass - 1.0) > NORMALISATION_TOLERANCE
+        allowed, what, unit = f"1 +/- {NORMALISATION_TOLERANCE:g}", "log-probabilities", "row"
+    if targets is not None:
+        off &= targets != IGNORED_TARGET  # an ignored position is stored, never trained on
+    rows = np.flatnonzero(off.any(axis=1))
+    if rows.size:
+        row, position = rows[0], int(np.flatnonzero(off[rows[0]])[0])
+        where = f"{unit} {row}" if targets is None else f"{unit} {row}, position {position}"
+        raise DataError(
+            f"{source.path}: the {what} of {rows.size} {unit}s do not normalise (probabilities sum to "
+            f"{mass[row, position]:.6g} at {where}; allowed: {allowed}), e.g. {unit}s {rows[:SHOWN].tolist()}"
+            + ("" if targets is None else _positions_of(off, row))
         )
 
 
@@ -416,8 +525,13 @@ def _header(
     chunk_rows: int | None,
     chunks_per_shard: int,
     command: str | None,
+    positions: int | None,
 ) -> StoreHeader:
-    rows_per_chunk = chunk_rows or default_chunk_rows(encoding.bytes_per_row(data.num_classes))
+    label_axes = () if positions is None else (positions,)
+    # A token sample holds one row per position: chunks are sized by whole samples.
+    rows_per_chunk = chunk_rows or default_chunk_rows(
+        cell_encoding(encoding, label_axes).bytes_per_row(data.num_classes)
+    )
     layout = Layout(
         encoding=encoding.name,
         encoding_params=encoding.params(),
@@ -425,6 +539,7 @@ def _header(
         num_classes=data.num_classes,
         chunk_rows=rows_per_chunk,
         shard_rows=rows_per_chunk * chunks_per_shard,
+        positions=positions,
     )
     created = datetime.now(UTC).isoformat(timespec="seconds")
     record = {
@@ -459,9 +574,11 @@ def _encoded(
     if source.rows is not None:
         return encoding.encode(source.rows[start:stop], start)
     values, classes = source.kept_rows()
-    dtype = layout.encoding_params["dtype"]
-    return {
-        **encode_log_probs("values", values[start:stop], dtype, start),
-        "indices": classes[start:stop].astype(index_dtype(layout.num_classes)),
-        "log_normalizer": np.zeros(stop - start, dtype=np.float32),
+    cells, samples = layout.cells_per_row, (stop - start, *layout.label_axes)
+    kept = values[start:stop].reshape(-1, values.shape[-1])  # one row per cell, keyed by flat cell index
+    fields = {
+        **encode_log_probs("values", kept, layout.encoding_params["dtype"], start * cells),
+        "indices": classes[start:stop].reshape(kept.shape).astype(index_dtype(layout.num_classes)),
+        "log_normalizer": np.zeros(len(kept), dtype=np.float32),
     }
+    return {name: field.reshape(*samples, *field.shape[1:]) for name, field in fields.items()}

@@ -132,8 +132,9 @@ def merge_stores(
         dtype: the merged store's value dtype.
         chunk_rows: rows per Zarr chunk (default: about 1 MiB per chunk).
         chunks_per_shard: chunks per unit of work.
-        scheduler: the dask scheduler (``threads``, ``processes`` or ``synchronous``).
-        workers: threads or processes (default: dask's, one per CPU).
+        scheduler: the dask scheduler (``threads``, ``processes`` or ``synchronous``), or a
+            dask.distributed cluster: ``local:N`` or a scheduler address (``tcp://HOST:PORT``).
+        workers: threads or processes of ``threads``/``processes`` (default: dask's, one per CPU).
         overwrite: replace a store at ``out`` made with other settings.
         progress: show progress on stderr.
         command: the command line recorded in the merge record.
@@ -146,6 +147,7 @@ def merge_stores(
             settings and ``overwrite`` is off.
         IncompleteStoreError: a member has unwritten shards.
         StoreConflictError: a member was replaced while merging.
+        ClusterError: a cluster scheduler cannot be reached, or keeps losing the workers of a shard.
     """
     started = time.perf_counter()
     check_run_options(scheduler, workers, chunk_rows, chunks_per_shard)
@@ -155,6 +157,8 @@ def merge_stores(
     normalised = normalised_weights(weights, len(members))
     encoding = EncodingSpec.create("full", dtype=dtype)
     stores = [open_store(member) for member in members]
+    _refuse_views(stores)
+    _refuse_positions(stores)
     check_same_data(stores, "member stores")
     _refuse_member_as_output(stores, out)
     common = merged_temperature(stores, temperature)
@@ -164,7 +168,8 @@ def merge_stores(
     pending = write_pending_shards(
         writer,
         merge_shard,
-        lambda shard: (str(writer.path), writer.header, shard),
+        # An absolute location: a cluster's workers may run in another folder or on another host.
+        lambda shard: (absolute_location(str(writer.path)), writer.header, shard),
         scheduler=scheduler,
         workers=workers,
         progress=progress,
@@ -185,6 +190,26 @@ def merge_stores(
         mode=mode,
         temperature=common,
     )
+
+
+def _refuse_views(stores: Sequence[LabelStore]) -> None:
+    """Merging mixes one label row per sample; a store of augmented views holds several."""
+    for store in stores:
+        if store.layout.views is not None:
+            raise InvalidArgumentError(
+                f"{store.location} holds {store.layout.views} augmented views per sample; merge combines "
+                "stores of one label row per sample only"
+            )
+
+
+def _refuse_positions(stores: Sequence[LabelStore]) -> None:
+    """Merging mixes one label row per sample; a store of token labels holds one per position."""
+    for store in stores:
+        if store.layout.positions is not None:
+            raise InvalidArgumentError(
+                f"{store.location} holds {store.layout.positions} labelled positions per sample; merge combines "
+                "stores of one label row per sample only"
+            )
 
 
 def _check_mode(mode: str) -> None:
@@ -419,9 +444,7 @@ def merge_shard(out: str, header: StoreHeader, shard: int) -> int:
         record["temperature"],
     )
     encoding = layout.encoding_spec.build()
-    StoreWriter(Path(out), header, encoding).write_shard(
-        shard, encoding.encode(rows, start), blocks[0].targets
-    )
+    StoreWriter(out, header, encoding).write_shard(shard, encoding.encode(rows, start), blocks[0].targets)
     return shard
 
 

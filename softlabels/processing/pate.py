@@ -318,6 +318,16 @@ def _open_members(members: Sequence[str]) -> list[LabelStore]:
     first = stores[0]
     seen: dict[str, str] = {}
     for store in stores:
+        if store.layout.views is not None:
+            raise InvalidArgumentError(
+                f"{store.location} holds {store.layout.views} augmented views per sample; PATE counts "
+                "one teacher vote per sample (give stores without views)"
+            )
+        if store.layout.positions is not None:
+            raise InvalidArgumentError(
+                f"{store.location} holds {store.layout.positions} labelled positions per sample; PATE counts "
+                "one teacher vote per sample (give stores of one label per sample)"
+            )
         if store.layout.answered_mask:
             raise InvalidArgumentError(
                 f"{store.location} holds private answers, not a teacher's labels; give the teachers' stores"

@@ -5,15 +5,19 @@ store or reopens it to resume), then hands this module one task function that co
 records one shard from picklable arguments. Only the shards the store has not recorded yet run,
 so an interrupted job resumes with the shards still pending; a task writes whole chunks of its
 own shard and then records it, so tasks never touch the same chunk.
+
+The scheduler is one of dask's in this process (``threads``, ``processes``, ``synchronous``) or a
+dask.distributed cluster (``local:N``, ``tcp://HOST:PORT``; see :mod:`softlabels.processing.cluster`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from softlabels.defaults import SCHEDULERS
+from softlabels.defaults import SCHEDULERS, check_scheduler, is_cluster
 from softlabels.errors import Interrupted, InvalidArgumentError, SoftLabelsError, StoreWriteError
 from softlabels.progress import Progress
 from softlabels.progress import progress as show_progress
@@ -26,8 +30,12 @@ def check_run_options(
     scheduler: str, workers: int | None, chunk_rows: int | None, chunks_per_shard: int
 ) -> None:
     """Refuse an unknown scheduler and counts below 1, before any store is opened."""
-    if scheduler not in SCHEDULERS:
-        raise InvalidArgumentError(f"scheduler '{scheduler}' is not one of {', '.join(SCHEDULERS)}")
+    check_scheduler(scheduler, SCHEDULERS)
+    if workers is not None and is_cluster(scheduler):
+        raise InvalidArgumentError(
+            f"workers count threads or processes of this machine; the cluster scheduler '{scheduler}' "
+            "has its own worker processes (local:N starts N)"
+        )
     for setting, value in (
         ("workers", workers),
         ("chunk rows", chunk_rows),
@@ -61,7 +69,7 @@ def write_pending_shards(
     pending = writer.pending_shards()
     if not pending:
         return pending
-    try:
+    with interrupted_keeping(writer):
         _compute(
             [(task, arguments(shard)) for shard in pending],
             str(writer.path),
@@ -70,12 +78,19 @@ def write_pending_shards(
             progress,
             desc,
         )
+    return pending
+
+
+@contextlib.contextmanager
+def interrupted_keeping(writer: StoreWriter) -> Iterator[None]:
+    """Turn Ctrl-C into :class:`Interrupted`, whose message says how many shards ``writer``'s store kept."""
+    try:
+        yield
     except KeyboardInterrupt:
         total = writer.header.layout.num_shards
         kept = total - len(writer.pending_shards())
         what = f"{kept} of {total} shards in {writer.path}"
         raise Interrupted(f"interrupted: kept {what}; re-run the same command to finish", what) from None
-    return pending
 
 
 def _compute(
@@ -86,6 +101,9 @@ def _compute(
     progress: bool,
     desc: str,
 ) -> None:
+    if is_cluster(scheduler):
+        _compute_on_cluster(calls, out, scheduler, progress, desc)
+        return
     from dask.base import compute
     from dask.delayed import delayed
 
@@ -103,6 +121,20 @@ def _compute(
                 if isinstance(exc, SoftLabelsError):
                     raise
                 raise _write_error(out, exc) from exc
+
+
+def _compute_on_cluster(
+    calls: list[tuple[ShardTask, tuple[Any, ...]]], out: str, scheduler: str, progress: bool, desc: str
+) -> None:
+    from softlabels.processing.cluster import cluster_client, run_shard_tasks
+
+    with cluster_client(scheduler) as client:
+        try:
+            run_shard_tasks(client, calls, progress=progress, desc=desc)
+        except OSError as exc:
+            if isinstance(exc, SoftLabelsError):
+                raise
+            raise _write_error(out, exc) from exc
 
 
 def _write_error(out: str, error: OSError) -> StoreWriteError:

@@ -37,7 +37,7 @@ def save_checkpoint(
     *,
     model_spec: str,
     num_classes: int,
-    in_channels: int,
+    in_channels: int | None,
     extra: Mapping[str, Any] | None = None,
 ) -> str:
     """Write ``module``'s weights as a softlabels checkpoint, atomically.
@@ -51,7 +51,7 @@ def save_checkpoint(
         module: The model (a ``torch.compile`` wrapper is unwrapped).
         model_spec: The spec that rebuilds the architecture (``cnn``, ``resnet18``, ...).
         num_classes: Output classes of the model.
-        in_channels: Input channels of the model.
+        in_channels: Input channels of an image model; None for other inputs (token ids, features).
         extra: Plain metadata (str, int, float, bool, None, lists/dicts of those, tensors), e.g.
             training settings and accuracy; it must load under ``torch.load(weights_only=True)``.
 

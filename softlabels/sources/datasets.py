@@ -1,4 +1,4 @@
-"""Dataset specs: ``digits``, ``imagefolder:ROOT``, ``torchvision:NAME`` and plug-ins.
+"""Dataset specs: ``digits``, ``imagefolder:ROOT``, ``torchvision:NAME``, ``text:ROOT`` and plug-ins.
 
 :func:`load_dataset` turns a spec and a split into a :class:`DatasetSource`, the one description of
 a dataset that every command shares. Nothing is ever downloaded.
@@ -29,8 +29,10 @@ from softlabels.sources.imagefolder import (
     fingerprint_image_folder,
     scan_image_folder,
 )
+from softlabels.sources.plugin_datasets import describe_input as _describe_input
 from softlabels.sources.plugin_datasets import open_plugin_dataset
 from softlabels.sources.plugins import first_line, is_plugin_ref
+from softlabels.sources.text import TEXT_PREPROCESSING, open_text_split
 from softlabels.sources.torchvision_datasets import (
     TransformedDataset,
     fingerprint_torchvision_dataset,
@@ -56,9 +58,7 @@ IMAGEFOLDER_PREPROCESSING = "imagefolder-rgb-[-1,1]/v1"
 TORCHVISION_PREPROCESSING = "torchvision-[-1,1]/v1"
 _DIGITS_TEST_FRACTION = 0.2
 _DIGITS_SPLIT_SEED = 0
-_SPEC_FORMS = (
-    "digits, imagefolder:ROOT, torchvision:NAME, package.module:callable or path/to/file.py:callable"
-)
+_SPEC_FORMS = "digits, imagefolder:ROOT, torchvision:NAME, text:ROOT, package.module:callable or path/to/file.py:callable"
 
 
 @dataclass(frozen=True)
@@ -68,72 +68,114 @@ class DatasetSource:
     Attributes:
         spec: The dataset spec as given.
         split: The split name.
-        dataset: Map-style dataset of ``(float32 tensor [C, H, W], int label)``; picklable.
-        num_classes: Number of classes.
-        class_names: One name per class, in label order.
-        input_shape: ``(C, H, W)`` of the samples.
+        dataset: Map-style dataset of ``(input, target)``; picklable. Inputs are float32
+            (``[C, H, W]`` images, ``[D]`` features, ``[T]`` signals) or int64 (``[L]`` token
+            ids), all of one shape (variable-length plug-in sequences come padded to the
+            longest, see :func:`~softlabels.sources.pad_collate`). Targets are an ``int`` per
+            sample, or an int64 ``[L]`` tensor per position (``-100``: ignored position).
+        num_classes: Number of classes (the vocabulary size for token-level labels).
+        class_names: One name per class, in label order (the vocabulary of a text source).
+        input_shape: Shape of every sample's input.
         fingerprint: sha256 hex of the split's contents, independent of where the files live.
         preprocessing: Name and version of the transform from stored sample to tensor (e.g.
             ``imagefolder-rgb-[-1,1]/v1``); a store of labels for one preprocessing never serves
             another. None for plug-ins that do not declare theirs.
         num_samples: Number of samples (also ``len(source)``).
         augmented: Whether random crops and flips are applied (only image-file sources augment).
+        input_dtype: dtype of the inputs: ``torch.float32`` or ``torch.int64`` (token ids).
+        positions: Labelled positions per sample ``L`` when targets are per position, else None.
     """
 
     spec: str
     split: str
-    dataset: Dataset[tuple[torch.Tensor, int]]
+    dataset: Dataset[tuple[torch.Tensor, Any]]
     num_classes: int
     class_names: tuple[str, ...]
-    input_shape: tuple[int, int, int]
+    input_shape: tuple[int, ...]
     fingerprint: str
     preprocessing: str | None
     num_samples: int
     augmented: bool = False
+    input_dtype: torch.dtype = torch.float32
+    positions: int | None = None
 
     @property
     def in_channels(self) -> int:
-        """Number of input channels, ``input_shape[0]``."""
+        """Number of input channels of images, ``input_shape[0]``.
+
+        Raises:
+            InvalidArgumentError: The inputs are not images ``[C, H, W]``.
+        """
+        if not self.is_image:
+            raise InvalidArgumentError(
+                f"{self.spec} has {_describe_input(self.input_dtype, self.input_shape)}, not images with channels"
+            )
         return self.input_shape[0]
+
+    @property
+    def is_image(self) -> bool:
+        """Whether the inputs are float ``[C, H, W]`` images."""
+        return self.input_dtype.is_floating_point and len(self.input_shape) == 3
+
+    @property
+    def per_position(self) -> bool:
+        """Whether targets are int64 ``[L]`` tensors (one label per position) rather than ints."""
+        return self.positions is not None
 
     def __len__(self) -> int:
         return self.num_samples
 
 
 def load_dataset(
-    spec: str, split: str = "train", *, data_root: str | None = None, augment: bool = False
+    spec: str,
+    split: str = "train",
+    *,
+    data_root: str | None = None,
+    augment: bool = False,
+    seq_len: int | None = None,
 ) -> DatasetSource:
     """Open one split of the dataset that ``spec`` names.
 
     Args:
         spec: ``digits`` (scikit-learn's 8x8 digits, 80/20 stratified train/test split),
             ``imagefolder:ROOT`` (``ROOT/<split>/<class>/<image>``), ``torchvision:NAME``
-            (files under ``data_root``), or a plug-in ``package.module:callable`` /
-            ``path/to/file.py:callable`` called as ``callable(split=split)``.
-        split: Split name, e.g. ``train`` or ``test``.
+            (files under ``data_root``), ``text:ROOT`` (``ROOT/<split>.txt``, windows of
+            ``seq_len`` word ids, see :mod:`softlabels.sources.text`), or a plug-in
+            ``package.module:callable`` / ``path/to/file.py:callable`` called as
+            ``callable(split=split)``.
+        split: Split name, e.g. ``train`` or ``test`` (``validation`` for text too).
         data_root: Folder holding the files of a ``torchvision:`` dataset (required there,
             unused by other specs).
         augment: Add ``RandomCrop(size, padding=size // 8)`` and ``RandomHorizontalFlip`` to
-            image-file sources (``imagefolder:``, ``torchvision:``); ``digits`` and plug-ins
-            are returned unaugmented (see ``DatasetSource.augmented``).
+            image-file sources (``imagefolder:``, ``torchvision:``); ``digits``, ``text:`` and
+            plug-ins are returned unaugmented (see ``DatasetSource.augmented``).
+        seq_len: Tokens per sample of a ``text:`` source (required there, refused elsewhere).
 
     Returns:
         The described split.
 
     Raises:
         UnknownNameError: The spec has none of the accepted forms, or names an unknown dataset.
-        InvalidArgumentError: Unknown split for ``digits``/``torchvision:``, or missing ``data_root``.
+        InvalidArgumentError: Unknown split for ``digits``/``torchvision:``, missing
+            ``data_root``, or a sequence length missing for text or given for other data.
         DataError: Files are missing or unreadable.
         PluginError: A plug-in cannot be loaded or misbehaves.
     """
     kind, separator, argument = spec.partition(":")
+    is_text = bool(separator) and kind == "text"
+    if seq_len is not None and not is_text:
+        raise InvalidArgumentError(
+            f"a sequence length applies to text datasets (text:ROOT) only, not '{spec}'"
+        )
     if spec == "digits":
         return _load_digits(spec, split)
-    if separator and kind in ("imagefolder", "torchvision"):
+    if separator and kind in ("imagefolder", "torchvision", "text"):
         if not argument:
             raise InvalidArgumentError(f"dataset spec '{spec}' lacks the part after ':'")
         if kind == "imagefolder":
             return _load_image_folder(spec, argument, split, augment)
+        if kind == "text":
+            return _load_text(spec, argument, split, seq_len)
         return _load_torchvision(spec, argument, split, data_root, augment)
     if is_plugin_ref(spec):
         return _load_plugin(spec, split)
@@ -328,10 +370,31 @@ def _load_plugin(spec: str, split: str) -> DatasetSource:
         dataset=info.dataset,
         num_classes=len(info.class_names),
         class_names=info.class_names,
-        input_shape=_shape_of_first(info.dataset),
+        input_shape=info.input_shape,
         fingerprint=info.fingerprint,
         preprocessing=info.preprocessing,
         num_samples=len(info.dataset),
+        input_dtype=info.input_dtype,
+        positions=info.positions,
+    )
+
+
+def _load_text(spec: str, root: str, split: str, seq_len: int | None) -> DatasetSource:
+    if seq_len is None:
+        raise InvalidArgumentError(f"text dataset '{spec}' needs a sequence length (tokens per sample)")
+    corpus = open_text_split(root, split, seq_len)
+    return DatasetSource(
+        spec=spec,
+        split=split,
+        dataset=corpus.dataset,
+        num_classes=len(corpus.vocabulary),
+        class_names=corpus.vocabulary,
+        input_shape=(seq_len,),
+        fingerprint=corpus.fingerprint,
+        preprocessing=TEXT_PREPROCESSING,
+        num_samples=len(corpus.dataset),
+        input_dtype=torch.int64,
+        positions=seq_len,
     )
 
 

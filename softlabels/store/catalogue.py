@@ -5,6 +5,10 @@ is listed and not searched further, and so is any other Zarr node (never a store
 folders are skipped: writers stage new stores and removals there (``.NAME.creating-*``), so
 nothing half-made is ever listed. A store whose header or shard records cannot be read is
 listed with the reason, so one damaged store never hides the others.
+
+An ``s3://`` prefix is searched the same way, one listing request per folder level (a store's
+chunks are never listed); a store being created there has no group metadata yet and is not
+listed. HTTP(S) servers offer no listing, so ``http(s)://`` locations cannot be catalogued.
 """
 
 from __future__ import annotations
@@ -14,10 +18,11 @@ import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from softlabels.errors import InvalidArgumentError, SoftLabelsError, StoreNotFoundError
-from softlabels.files import folder_bytes
 from softlabels.format.schema import ATTRIBUTE_KEY, FORMAT_NAME
+from softlabels.store.location import READ_ONLY_SCHEMES, RemoteFolder, check_location, is_remote
 from softlabels.store.reader import LabelStore, open_store
 
 FINGERPRINT_SHOWN = 12
@@ -49,17 +54,16 @@ class CatalogueEntry:
 
 
 def list_stores(location: str | os.PathLike[str]) -> list[CatalogueEntry]:
-    """Every label store under the local folder ``location`` (or ``location`` itself), sorted by name.
+    """Every label store under the local folder or ``s3://`` prefix ``location`` (or ``location`` itself), sorted by name.
 
     Raises:
-        InvalidArgumentError: ``location`` is a URL (only local folders are listed so far).
-        StoreNotFoundError: no folder is at ``location``.
+        InvalidArgumentError: ``location`` is an ``http(s)://`` URL (HTTP offers no listing) or of
+            an unsupported scheme.
+        StoreNotFoundError: no folder is at ``location`` (an empty or missing ``s3://`` prefix lists nothing).
     """
-    where = os.fspath(location)
-    if "://" in where:
-        raise InvalidArgumentError(
-            f"cannot list {where}: only local folders can be listed so far (object storage is not supported yet)"
-        )
+    where = check_location(location)
+    if is_remote(where):
+        return _remote_stores(where)
     root = Path(where)
     if not root.is_dir():
         raise StoreNotFoundError(f"no folder at {where}")
@@ -87,6 +91,42 @@ def _zarr_nodes(root: Path) -> list[Path]:
     return nodes
 
 
+def _remote_stores(location: str) -> list[CatalogueEntry]:
+    if urlsplit(location).scheme in READ_ONLY_SCHEMES:
+        raise InvalidArgumentError(
+            f"cannot list {location}: HTTP(S) servers offer no listing (list the s3:// or local location it is published from)"
+        )
+    root = RemoteFolder(location)
+    if root.read(ZARR_METADATA) is not None:
+        found = [_remote_entry(root.location, root.read(ZARR_METADATA), root.location.rsplit("/", 1)[-1])]
+    else:
+        found = [
+            _remote_entry(f"{root.location}/{key}", root.read(f"{key}/{ZARR_METADATA}"), key)
+            for key in _remote_zarr_nodes(root)
+        ]
+    return sorted((entry for entry in found if entry is not None), key=lambda entry: entry.name)
+
+
+def _remote_zarr_nodes(root: RemoteFolder) -> list[str]:
+    """Keys of the visible folders below ``root`` that hold a ``zarr.json``, not searching inside them."""
+    nodes, pending = [], [""]
+    while pending:
+        for key in root.subfolders(pending.pop()):
+            if key.rsplit("/", 1)[-1].startswith("."):
+                continue
+            if root.read(f"{key}/{ZARR_METADATA}") is not None:
+                nodes.append(key)
+            else:
+                pending.append(key)
+    return nodes
+
+
+def _remote_entry(location: str, metadata: bytes | None, name: str) -> CatalogueEntry | None:
+    if not _metadata_claims_a_store(metadata):
+        return None
+    return _opened_entry(location, name)
+
+
 def _is_zarr_node(folder: Path) -> bool:
     return (folder / ZARR_METADATA).is_file()
 
@@ -96,6 +136,10 @@ def _entry(folder: Path, name: str) -> CatalogueEntry | None:
     location = str(folder)
     if not _claims_to_be_a_store(folder):
         return None
+    return _opened_entry(location, name)
+
+
+def _opened_entry(location: str, name: str) -> CatalogueEntry:
     try:
         store = open_store(location, allow_incomplete=True)
         return _described(store, name)
@@ -106,9 +150,18 @@ def _entry(folder: Path, name: str) -> CatalogueEntry | None:
 def _claims_to_be_a_store(folder: Path) -> bool:
     """Whether the group's attributes hold a softlabels header, or its metadata is too damaged to tell."""
     try:
-        metadata = json.loads((folder / ZARR_METADATA).read_text())
-    except (OSError, ValueError):
+        raw = (folder / ZARR_METADATA).read_bytes()
+    except OSError:
         return True  # unreadable: list it as damaged rather than hide it
+    return _metadata_claims_a_store(raw)
+
+
+def _metadata_claims_a_store(raw: bytes | None) -> bool:
+    """Whether a ``zarr.json``'s attributes hold a softlabels header, or it is too damaged to tell."""
+    try:
+        metadata = json.loads(raw or b"")
+    except ValueError:
+        return True
     attributes = metadata.get("attributes") if isinstance(metadata, dict) else None
     header = attributes.get(ATTRIBUTE_KEY) if isinstance(attributes, dict) else None
     return isinstance(header, dict) and header.get("format") == FORMAT_NAME
@@ -127,7 +180,7 @@ def _described(store: LabelStore, name: str) -> CatalogueEntry:
         format=store.layout.encoding_spec.describe(),
         rows=store.num_rows,
         classes=store.num_classes,
-        bytes=folder_bytes(Path(store.location)),
+        bytes=store.bytes_on_disk(),
         complete=store.complete,
         created=provenance.created,
     )

@@ -14,7 +14,10 @@ targets:
 * mean entropy at the stored T (what a student is taught).
 
 Between every two stores: the share of rows whose most probable classes agree. The stores must
-label the same data (:func:`check_same_data`).
+label the same data (:func:`check_same_data`) with the same label axes.
+
+Stores with label axes (views, token positions) are measured per label cell: every figure is a
+mean over cells, and positions whose target is ignored (``-100``) are left out of all of them.
 
 The temperature advisory gives, for each candidate T (:data:`ADVISORY_TEMPERATURES` and the stored
 one; compact stores: the stored one only), the mean entropy and the mean top probability, and a
@@ -35,8 +38,10 @@ import numpy as np
 
 from softlabels.defaults import ADVISORY_TEMPERATURES
 from softlabels.errors import InvalidArgumentError, InvalidSettingError, StoreMismatchError
+from softlabels.format.encodings import cell_targets, flatten_cells, row_encoding
 from softlabels.format.encodings.base import logsumexp, softmax
 from softlabels.format.identity import Scope, mismatches, store_identity
+from softlabels.format.schema import IGNORED_TARGET
 from softlabels.store.inspect import ECE_BINS, MAX_DENSE_ELEMENTS, QualityTotals, entropy
 from softlabels.store.reader import LabelStore, open_store
 
@@ -65,6 +70,12 @@ def check_same_data(stores: Sequence[LabelStore], purpose: str) -> None:
             raise StoreMismatchError(
                 f"{purpose} must label the same data; {store.location} differs from {first.location} "
                 f"({'; '.join(found)})"
+            )
+        if store.layout.label_axes != first.layout.label_axes:
+            raise StoreMismatchError(
+                f"{purpose} must have the same label axes; {store.location} has views {store.layout.views} "
+                f"and positions {store.layout.positions}, {first.location} has views {first.layout.views} "
+                f"and positions {first.layout.positions}"
             )
 
 
@@ -103,7 +114,7 @@ def compare_stores(
         {
             "a": first.location,
             "b": second.location,
-            "top1_agreement": float(np.mean(measured[i][1] == measured[j][1])),
+            "top1_agreement": _agreement(measured[i][1], measured[j][1]),
         }
         for (i, first), (j, second) in itertools.combinations(enumerate(stores), 2)
     ]
@@ -130,30 +141,36 @@ def _measure(store: LabelStore, candidates: Sequence[float], bins: int) -> tuple
     nll = 0.0
     entropy_sums = dict.fromkeys(temperatures, 0.0)
     top_sums = dict.fromkeys(temperatures, 0.0)
-    predicted = np.empty(store.num_rows, dtype=np.int32)
+    cells = store.layout.cells_per_row
+    predicted = np.full(store.num_rows * cells, UNLABELLED, dtype=np.int32)
     step = max(1, MAX_DENSE_ELEMENTS // store.num_classes)
+    encoding = row_encoding(store.encoding)
     for chunk in map(store.read_chunk, range(store.num_chunks)):
-        for begin in range(0, chunk.stop - chunk.start, step):
-            part = slice(begin, begin + step)
-            fields = {name: values[part] for name, values in chunk.fields.items()}
-            targets = chunk.targets[part]
+        chunk_fields = flatten_cells(store.encoding, chunk.fields)
+        chunk_targets = cell_targets(store.layout, chunk.targets)
+        for begin in range(0, len(chunk_targets), step):
+            part = _labelled(chunk_targets, begin, step, store.layout.positions is not None)
+            if part is None:
+                continue
+            fields = {name: values[part] for name, values in chunk_fields.items()}
+            targets = chunk_targets[part]
             if full:
                 logits = fields["logits"].astype(np.float64) * stored  # the teacher's logits: T=1
                 probs = softmax(logits)
                 nll += float((logsumexp(logits) - logits[np.arange(len(logits)), targets]).sum())
                 distributions = {t: softmax(logits / t) for t in temperatures}
             else:
-                probs = store.encoding.reconstruct(fields, store.num_classes)
+                probs = encoding.reconstruct(fields, store.num_classes)
                 with np.errstate(divide="ignore"):
                     nll -= float(np.log(probs[np.arange(len(probs)), targets]).sum())
                 distributions = {stored: probs}
-            first = chunk.start + begin
-            predicted[first : first + len(probs)] = totals.add_distribution(probs, targets)
+            first = chunk.start * cells
+            predicted[first + np.arange(len(chunk_targets))[part]] = totals.add_distribution(probs, targets)
             for t, distribution in distributions.items():
                 entropy_sums[t] += float(entropy(distribution).sum())
                 top_sums[t] += float(distribution.max(axis=1).sum())
     teacher = totals.teacher()
-    rows = max(1, store.num_rows)
+    rows = max(1, totals.rows)
     uniform = math.log(store.num_classes)
     advisory = [
         {
@@ -185,6 +202,26 @@ def _measure(store: LabelStore, candidates: Sequence[float], bins: int) -> tuple
         f"T={stored:g} (compact rows cannot be re-tempered to T=1)",
     }
     return report, predicted
+
+
+UNLABELLED = -1  # the predicted class of an ignored position: never counted in the agreement
+
+
+def _labelled(targets: np.ndarray, begin: int, step: int, has_positions: bool) -> slice | np.ndarray | None:
+    """The cells of ``targets[begin : begin + step]`` that carry a label, or None when none does."""
+    part = slice(begin, begin + step)
+    if not has_positions:
+        return part
+    labelled = targets[part] != IGNORED_TARGET
+    if labelled.all():
+        return part
+    return np.flatnonzero(labelled) + begin if labelled.any() else None
+
+
+def _agreement(first: np.ndarray, second: np.ndarray) -> float:
+    """The share of cells labelled in both whose most probable classes agree."""
+    both = (first != UNLABELLED) & (second != UNLABELLED)
+    return float(np.mean(first[both] == second[both])) if both.any() else 0.0
 
 
 def _warnings(location: str, stored: float, advisory: list[dict[str, Any]], uniform: float) -> list[str]:

@@ -10,6 +10,10 @@ store's own field names, plus the targets and the header:
 * ``targets`` int64 ``[N]``; ``answered`` bool ``[N]`` when the store has an answered mask;
 * ``header``: the store's header as a JSON string (``json.loads(str(npz["header"]))``).
 
+Stores with label axes (views, token positions; the header's ``layout.views``/``layout.positions``)
+keep them: every field is ``[N, *label_axes, ...]`` (e.g. ``values`` ``[N, L, K]``), and per-position
+targets are ``[N, L]`` with ``-100`` at ignored positions.
+
 It is read with ``numpy.load`` without pickles, and written through a temporary sibling and a rename,
 so a killed export never leaves half a file; an existing file is replaced only when asked.
 """

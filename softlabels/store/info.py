@@ -21,6 +21,10 @@ def describe_store(location: str | os.PathLike[str]) -> dict[str, Any]:
         "encoding_params": layout.encoding_params,
         "num_rows": layout.num_rows,
         "num_classes": layout.num_classes,
+        "views": layout.views,
+        "view_recipe": layout.view_recipe,
+        "view_seed": layout.view_seed,
+        "positions": layout.positions,
         "chunk_rows": layout.chunk_rows,
         "shard_rows": layout.shard_rows,
         "arrays": {
@@ -48,7 +52,8 @@ def format_description(description: dict[str, Any]) -> str:
         f"store       {description['location']}",
         f"format      {description['format']} v{description['version']}, encoding {description['encoding']} "
         f"{description['encoding_params']}",
-        f"shape       {description['num_rows']} samples x {description['num_classes']} classes; arrays: {arrays}",
+        f"shape       {_format_shape(description)}; arrays: {arrays}",
+        *_format_views(description),
         f"chunks      {description['chunk_rows']} rows per chunk, {description['shard_rows']} rows per shard",
         f"status      {status}: {description['shards_done']} of {description['shards_total']} shards written",
         f"size        {_format_size(size, description['num_rows'])}",
@@ -62,6 +67,24 @@ def format_description(description: dict[str, Any]) -> str:
     ]
     lines.extend(f"derived     {_format_derivation(step)}" for step in provenance.get("derived_from", ()))
     return "\n".join(lines)
+
+
+def _format_shape(description: dict[str, Any]) -> str:
+    """``360 samples x 10 classes``, with the label axes between (``x 4 views x 64 positions``)."""
+    axes = "".join(
+        f" x {description[axis]} {axis}" for axis in ("views", "positions") if description.get(axis)
+    )
+    return f"{description['num_rows']} samples{axes} x {description['num_classes']} classes"
+
+
+def _format_views(description: dict[str, Any]) -> list[str]:
+    """``views  4 per sample, recipe crop=0.35:1,flip, seed 0`` for a store of replayable views."""
+    if not description.get("view_recipe"):
+        return []
+    return [
+        f"views       {description['views']} per sample, recipe {description['view_recipe']}, "
+        f"seed {description['view_seed']}"
+    ]
 
 
 def _format_size(size: int | None, num_rows: int) -> str:

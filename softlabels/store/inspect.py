@@ -27,16 +27,19 @@ import numpy as np
 import zarr
 
 from softlabels.errors import InvalidArgumentError, StoreFormatError, StoreMismatchError
-from softlabels.format.encodings import Encoding
+from softlabels.format.encodings import Encoding, cell_targets, flatten_cells, row_encoding
 from softlabels.format.identity import Scope, mismatches, store_identity
+from softlabels.format.schema import IGNORED_TARGET
 from softlabels.store.reader import LabelStore, open_store
 
 ECE_BINS = 15
 FP32_BYTES = 4
 # Dense [rows, C] float64 work arrays are cut to about this many elements (32 MiB each).
 MAX_DENSE_ELEMENTS = 1 << 22
-# Blocks span both stores' chunks when their lengths are compatible, up to this many rows.
+# Blocks span both stores' chunks when their lengths are compatible, up to this many rows and
+# (decoded float32 reference rows: a token store's sample holds L x C logits) this many bytes.
 MAX_BLOCK_ROWS = 1 << 16
+MAX_BLOCK_BYTES = 1 << 28
 _NOTES = {
     "topk": "top-k: classes not kept share the residual mass uniformly",
     "sampled": "sampled: accuracy, entropy and ECE are of the empirical distribution counts/S (entropy is "
@@ -66,28 +69,31 @@ def inspect_store(
     if full is not None:
         _check_reference(store, full)
     totals = QualityTotals(bins)
+    # Every figure is over label cells (one per sample, or per view and position), a block at a time.
     step = max(1, MAX_DENSE_ELEMENTS // store.num_classes)
+    cells = row_encoding(store.encoding)
     for start, stop in _blocks(store, full):
         chunk = store.read_rows(start, stop)
-        reference_fields = full.read_rows(start, stop).fields if full is not None else None
-        for begin in range(0, stop - start, step):
-            # Private labels: rows without an answer hold no label and are left out of every figure.
-            answered = store.answered[start + begin : min(start + begin + step, stop)]
-            rows = np.flatnonzero(answered) + begin if not answered.all() else slice(begin, begin + step)
-            if not answered.any():
+        fields = flatten_cells(store.encoding, chunk.fields)
+        targets = cell_targets(store.layout, chunk.targets)
+        reference_fields = (
+            None if full is None else flatten_cells(full.encoding, full.read_rows(start, stop).fields)
+        )
+        labelled = _labelled_cells(store, start, stop, targets)
+        for begin in range(0, len(targets), step):
+            part = labelled[begin : begin + step]
+            if not part.any():
                 continue
+            rows = slice(begin, begin + step) if part.all() else np.flatnonzero(part) + begin
             reference_probs = (
                 None
                 if full is None or reference_fields is None
-                else full.encoding.reconstruct(_rows_of(reference_fields, rows), full.num_classes)
+                else row_encoding(full.encoding).reconstruct(
+                    _rows_of(reference_fields, rows), full.num_classes
+                )
             )
-            totals.add(
-                store.encoding,
-                _rows_of(chunk.fields, rows),
-                store.num_classes,
-                chunk.targets[rows],
-                reference_probs,
-            )
+            totals.add(cells, _rows_of(fields, rows), store.num_classes, targets[rows], reference_probs)
+    size = _size(store)
     return {
         "location": store.location,
         "encoding": store.layout.encoding,
@@ -95,10 +101,47 @@ def inspect_store(
         "num_rows": store.num_rows,
         "num_classes": store.num_classes,
         "temperature": store.temperature,
-        "size": _size(store),
+        "size": size,
         "teacher": totals.teacher(),
+        "positions": _position_figures(store, size, totals),
         "reference": None if full is None else {"location": full.location, **totals.fidelity()},
         "note": _NOTES.get(store.layout.encoding),
+    }
+
+
+def _labelled_cells(store: LabelStore, start: int, stop: int, targets: np.ndarray) -> np.ndarray:
+    """Which cells of rows ``[start, stop)`` carry a label: answered rows, and positions not ignored.
+
+    Private labels: rows without an answer hold no label. Token stores: a position whose target is
+    ignored (padding, no next token) holds whatever the teacher produced there, never a label.
+    """
+    labelled = np.repeat(store.answered[start:stop], store.layout.cells_per_row)
+    if store.layout.positions is not None:
+        labelled &= targets != IGNORED_TARGET
+    return labelled
+
+
+def _position_figures(
+    store: LabelStore, size: dict[str, Any], totals: QualityTotals
+) -> dict[str, Any] | None:
+    """Per-position figures of a token store (None for stores without positions).
+
+    A token is a labelled position (its target not ignored) of any view; bytes per token divide
+    the store's bytes by those, so ignored positions' cells count as cost.
+    """
+    if store.layout.positions is None:
+        return None
+    tokens = totals.rows
+    on_disk = size["bytes_per_sample"]
+    label_bytes = size["label_bytes_per_sample"] * store.num_rows
+    return {
+        "positions_per_sample": store.layout.positions,
+        "labelled_positions": tokens,
+        "ignored_positions": store.num_rows * store.layout.cells_per_row - tokens,
+        "label_bytes_per_token": label_bytes / tokens if tokens else None,
+        "bytes_per_token": on_disk * store.num_rows / tokens if tokens and on_disk is not None else None,
+        "kept_mass": totals.stored_mass / max(1, tokens),
+        "top1_agreement_with_targets": totals.correct / max(1, tokens),
     }
 
 
@@ -131,6 +174,9 @@ def _blocks(store: LabelStore, full: LabelStore | None) -> list[tuple[int, int]]
     if full is not None:
         common = math.lcm(rows, full.layout.chunk_rows)
         rows = common if common <= max(MAX_BLOCK_ROWS, rows) else rows
+        sample_bytes = FP32_BYTES * full.num_classes * full.layout.cells_per_row
+        fitting = max(full.layout.chunk_rows, MAX_BLOCK_BYTES // sample_bytes)
+        rows = min(rows, fitting)  # long samples: memory first, even if a chunk is then decoded twice
     return [(start, min(start + rows, store.num_rows)) for start in range(0, store.num_rows, rows)]
 
 
@@ -139,7 +185,7 @@ def _size(store: LabelStore) -> dict[str, Any]:
     label_bytes = stored_bytes(store.location, label_arrays)
     total = store.bytes_on_disk()
     rows = max(1, store.num_rows)
-    fp32 = FP32_BYTES * store.num_classes
+    fp32 = FP32_BYTES * store.num_classes * store.layout.cells_per_row
     label_per_sample = label_bytes / rows
     return {
         "bytes_per_sample": None if total is None else total / rows,
@@ -171,6 +217,7 @@ class QualityTotals:
     correct: float = 0.0
     entropy: float = 0.0
     confidence: float = 0.0
+    stored_mass: float = 0.0  # mass the reconstruction puts on stored classes (top-k: the kept mass)
     kl: float = 0.0
     agree: float = 0.0
     kept_mass: float = 0.0
@@ -194,10 +241,11 @@ class QualityTotals:
     ) -> None:
         probs = encoding.reconstruct(fields, num_classes)
         predicted = self.add_distribution(probs, targets)
+        kept = encoding.stored_classes(fields, num_classes)
+        self.stored_mass += float(np.where(kept, probs, 0.0).sum())
         if reference is not None:
             self.kl += float(kl_divergence(reference, probs).sum())
             self.agree += float((reference.argmax(axis=1) == predicted).sum())
-            kept = encoding.stored_classes(fields, num_classes)
             self.kept_mass += float(np.where(kept, reference, 0.0).sum())
             self.total_variation += float(0.5 * np.abs(reference - probs).sum())
 
@@ -283,6 +331,24 @@ def format_inspection(report: dict[str, Any]) -> str:
             f"top-1 agreement {fidelity['top1_agreement']:.2%}, kept mass {fidelity['kept_mass']:.4f}, "
             f"total variation {fidelity['total_variation']:.4f}",
         ]
+    positions = report.get("positions")
+    if positions is not None:
+        lines.append(_format_positions(positions))
     if report["note"]:
         lines.append(f"note         {report['note']}")
     return "\n".join(lines)
+
+
+def _format_positions(positions: dict[str, Any]) -> str:
+    """The per-position line of a token store."""
+
+    def per_token(value: float | None) -> str:
+        return "n/a" if value is None else f"{value:.1f}"
+
+    return (
+        f"per token    {per_token(positions['label_bytes_per_token'])} label B/token "
+        f"({per_token(positions['bytes_per_token'])} B/token on disk) over "
+        f"{positions['labelled_positions']:,} labelled positions ({positions['ignored_positions']:,} ignored, "
+        f"{positions['positions_per_sample']} per sample); kept mass {positions['kept_mass']:.4f}, "
+        f"top-1 agreement with targets {positions['top1_agreement_with_targets']:.2%}"
+    )

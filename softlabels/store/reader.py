@@ -24,25 +24,32 @@ from softlabels.errors import (
     UnknownNameError,
 )
 from softlabels.files import folder_bytes
-from softlabels.format.encodings import Encoding, FieldSpec, stored_encoding
+from softlabels.format.encodings import Encoding, FieldSpec, layout_encoding
 from softlabels.format.schema import (
     ANSWERED_ARRAY,
     ATTRIBUTE_KEY,
-    FORMAT_VERSION,
+    READABLE_VERSIONS,
     SHARD_RUNS_ARRAY,
     SHARDS_DONE_ARRAY,
     TARGETS_ARRAY,
+    VIEW_PARAMS_ARRAY,
     Layout,
     Provenance,
     StoreHeader,
     run_token,
 )
+from softlabels.format.views import VIEW_PARAMS
 from softlabels.store.arrays import ArrayHandles
+from softlabels.store.location import is_remote, remote_bytes, zarr_store
 
 
 @dataclass(frozen=True)
 class LabelChunk:
-    """Rows ``[start, stop)`` of a store: the encoded label fields and the ground-truth targets."""
+    """Rows ``[start, stop)`` of a store: the encoded label fields and the ground-truth targets.
+
+    Every field is ``[n, *layout.label_axes, ...]``; targets are int64 ``[n, *layout.target_axes]``
+    (``[n]``, or ``[n, L]`` for per-position labels with ``-100`` at ignored positions).
+    """
 
     start: int
     stop: int
@@ -51,8 +58,9 @@ class LabelChunk:
 
 
 def _open_group(location: str) -> Any:
+    store = zarr_store(location, read_only=True)
     try:
-        return zarr.open_group(location, mode="r")
+        return zarr.open_group(store, mode="r")
     except FileNotFoundError as exc:
         raise StoreNotFoundError(f"no label store at {location}") from exc
     except (ValueError, KeyError, OSError) as exc:
@@ -66,7 +74,8 @@ def read_header(location: str, *, refuse_foreign: bool = False) -> StoreHeader:
         location: a path or URL of the store.
         refuse_foreign: phrase the error for a writer that found something else at ``location``.
     """
-    if refuse_foreign and not (Path(location) / "zarr.json").exists():
+    # Writers of remote stores check for foreign objects themselves (see StoreWriter.open).
+    if refuse_foreign and not is_remote(location) and not (Path(location) / "zarr.json").exists():
         raise StoreFormatError(
             f"{location} exists and is not a softlabels store; refusing to touch it (choose another destination)"
         )
@@ -75,7 +84,12 @@ def read_header(location: str, *, refuse_foreign: bool = False) -> StoreHeader:
 
 
 class LabelStore:
-    """A read-only view of a version-1 label store."""
+    """A read-only view of a label store of format version 1 or 2.
+
+    ``encoding`` works on whole samples: for a store with label axes it is a
+    :class:`~softlabels.format.encodings.CellEncoding` (``encoding.row_encoding`` is the format of
+    one label row); for a plain store it is the row encoding itself.
+    """
 
     def __init__(self, location: str, group: Any, header: StoreHeader) -> None:
         self.location = location
@@ -83,6 +97,9 @@ class LabelStore:
         self.encoding, fields = _stored_encoding(header.layout, location)
         self._arrays = ArrayHandles(group, location)
         self._field_names = tuple(spec.name for spec in fields)
+        # What one row of each array holds: a header edited to other label axes must not be read.
+        self._row_shapes = {spec.name: spec.row_shape for spec in fields}
+        self._row_shapes[TARGETS_ARRAY] = header.layout.target_axes
 
     @property
     def layout(self) -> Layout:
@@ -145,6 +162,28 @@ class LabelStore:
             )
         return stored.astype(bool)
 
+    def read_view_params(self, start: int, stop: int) -> np.ndarray:
+        """float32 ``[n, V, 5]``: the crop box and flip (``format.views.VIEW_PARAMS``) of each view of rows ``[start, stop)``.
+
+        Raises:
+            InvalidArgumentError: the store records no view recipe (it has no view parameters).
+            StoreFormatError: the array is missing or of the wrong shape.
+        """
+        layout = self.layout
+        if layout.views is None or layout.view_recipe is None:
+            raise InvalidArgumentError(
+                f"{self.location} holds no view parameters (it records no view recipe)"
+            )
+        if not 0 <= start <= stop <= self.num_rows:
+            raise InvalidArgumentError(f"rows [{start}, {stop}) are outside the store's {self.num_rows} rows")
+        params = self._arrays.read([VIEW_PARAMS_ARRAY], start, stop)[VIEW_PARAMS_ARRAY]
+        if params.shape[1:] != (layout.views, len(VIEW_PARAMS)):
+            raise StoreFormatError(
+                f"{self.location}: the '{VIEW_PARAMS_ARRAY}' array holds rows of shape {params.shape[1:]}, "
+                f"but the layout implies {(layout.views, len(VIEW_PARAMS))}; the store is damaged"
+            )
+        return params.astype(np.float32, copy=False)
+
     def read_rows(self, start: int, stop: int, *, raw: bool = False) -> LabelChunk:
         """Read rows ``[start, stop)``; callers pass chunk boundaries so no chunk is decoded twice.
 
@@ -153,10 +192,19 @@ class LabelStore:
         if not 0 <= start <= stop <= self.num_rows:
             raise InvalidArgumentError(f"rows [{start}, {stop}) are outside the store's {self.num_rows} rows")
         fields = self._arrays.read((*self._field_names, TARGETS_ARRAY), start, stop)
+        self._check_row_shapes(fields)
         targets = fields.pop(TARGETS_ARRAY).astype(np.int64)
         if not raw:
             fields = self.encoding.decode(fields)
         return LabelChunk(start, stop, fields, targets)
+
+    def _check_row_shapes(self, arrays: dict[str, np.ndarray]) -> None:
+        for name, values in arrays.items():
+            if values.shape[1:] != self._row_shapes[name]:
+                raise StoreFormatError(
+                    f"{self.location}: the '{name}' array holds rows of shape {values.shape[1:]}, but the "
+                    f"header's layout implies {self._row_shapes[name]}; the store is damaged"
+                )
 
     def read_chunk(self, chunk: int) -> LabelChunk:
         if not 0 <= chunk < self.num_chunks:
@@ -167,7 +215,9 @@ class LabelStore:
         return self.read_rows(0, self.num_rows)
 
     def bytes_on_disk(self) -> int | None:
-        """Total size of the store's files, or None when it is not a local folder."""
+        """Total size of the store's files or objects, or None when the location cannot be listed (HTTP)."""
+        if is_remote(self.location):
+            return remote_bytes(self.location)
         root = Path(self.location)
         if not root.is_dir():
             return None
@@ -177,7 +227,7 @@ class LabelStore:
 def _stored_encoding(layout: Layout, where: str) -> tuple[Encoding, tuple[FieldSpec, ...]]:
     """The encoding a store's layout records and the arrays it implies, or a header error naming them."""
     try:
-        encoding = stored_encoding(layout.encoding, layout.encoding_params)
+        encoding = layout_encoding(layout)
         return encoding, encoding.fields(layout.num_classes)
     except (UnknownNameError, InvalidArgumentError) as exc:
         raise StoreFormatError(
@@ -186,7 +236,8 @@ def _stored_encoding(layout: Layout, where: str) -> tuple[Encoding, tuple[FieldS
         ) from exc
 
 
-_READERS: dict[int, type[LabelStore]] = {FORMAT_VERSION: LabelStore}
+# Version 2 only added optional label axes, so one reader serves both versions.
+_READERS: dict[int, type[LabelStore]] = dict.fromkeys(READABLE_VERSIONS, LabelStore)
 
 
 def open_store(location: str | os.PathLike[str], *, allow_incomplete: bool = False) -> LabelStore:

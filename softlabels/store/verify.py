@@ -27,21 +27,24 @@ from zarr.codecs import Crc32cCodec
 from zarr.core.sync import sync
 
 from softlabels.errors import InvalidArgumentError, StoreFormatError, StoreNotFoundError, UnknownNameError
-from softlabels.format.encodings import Encoding, FieldSpec, stored_encoding
+from softlabels.format.encodings import Encoding, FieldSpec, flatten_cells, layout_encoding, row_encoding
 from softlabels.format.encodings.topk import LOG_PROBS
 from softlabels.format.encodings.values import SCALE_FIELD, decode_values
 from softlabels.format.identity import data_identity, mismatches
 from softlabels.format.schema import (
     ANSWERED_ARRAY,
     ATTRIBUTE_KEY,
+    IGNORED_TARGET,
     SHARD_RUNS_ARRAY,
     SHARDS_DONE_ARRAY,
     TARGETS_ARRAY,
+    VIEW_PARAMS_ARRAY,
     DatasetInfo,
     Layout,
     StoreHeader,
     run_token,
 )
+from softlabels.format.views import view_params_spec
 from softlabels.store.arrays import READ_ERRORS, chunk_key, reason
 
 KEPT_MASS_TOLERANCE = 1e-3
@@ -203,7 +206,7 @@ def _open(where: str, findings: _Findings) -> tuple[Any, StoreHeader] | None:
 
 def _encoding(layout: Layout, findings: _Findings) -> Encoding | None:
     try:
-        encoding = stored_encoding(layout.encoding, layout.encoding_params)
+        encoding = layout_encoding(layout)
         encoding.fields(layout.num_classes)
     except (UnknownNameError, InvalidArgumentError) as exc:
         findings.add("zarr.json", f"layout.encoding '{layout.encoding}' cannot be read ({exc})")
@@ -214,8 +217,10 @@ def _encoding(layout: Layout, findings: _Findings) -> Encoding | None:
 def _row_specs(encoding: Encoding | None, layout: Layout) -> tuple[FieldSpec, ...]:
     """Every array with one row per sample: the encoding's fields, the targets and the answered mask."""
     fields = encoding.fields(layout.num_classes) if encoding is not None else ()
-    mask = (FieldSpec(ANSWERED_ARRAY, (), "uint8"),) if layout.answered_mask else ()
-    return (*fields, FieldSpec(TARGETS_ARRAY, (), "int32"), *mask)
+    mask: tuple[FieldSpec, ...] = (FieldSpec(ANSWERED_ARRAY, (), "uint8"),) if layout.answered_mask else ()
+    if layout.views is not None and layout.view_recipe is not None:
+        mask += (view_params_spec(layout.views),)
+    return (*fields, FieldSpec(TARGETS_ARRAY, layout.target_axes, "int32"), *mask)
 
 
 def _open_array(group: Any, name: str, findings: _Findings) -> zarr.Array[Any] | None:
@@ -343,20 +348,36 @@ class ChunkRows:
     keys: dict[str, str]
     first_row: int
     selected: np.ndarray | None = None  # the rows of the chunk under check (default: all)
+    cells: int = 1  # label cells per row (views, positions): checks of flattened cells name row and cell
 
     def select(self, mask: np.ndarray) -> ChunkRows:
         """The same chunk restricted to the rows ``mask`` marks."""
-        return ChunkRows(self.keys, self.first_row, np.flatnonzero(mask))
+        return ChunkRows(self.keys, self.first_row, np.flatnonzero(mask), self.cells)
+
+    def per_cell(self, cells: int) -> ChunkRows:
+        """The same rows, checked as ``cells`` flattened cells each (``bad[i]`` is cell ``i % cells`` of row ``i // cells``)."""
+        return ChunkRows(self.keys, self.first_row, self.selected, cells)
 
     def flag(self, name: str, bad: Any, what: str, shown: np.ndarray | None = None) -> list[Problem]:
-        """A problem naming ``name``'s chunk when any row is ``bad``: how many, and the first one."""
+        """A problem naming ``name``'s chunk when any row (or cell) is ``bad``: how many, and the first one."""
         where = np.flatnonzero(np.asarray(bad))
         if not where.size:
             return []
         first = int(where[0])
-        row = self.first_row + (first if self.selected is None else int(self.selected[first]))
+        index, cell = divmod(first, self.cells)
+        row = self.first_row + (index if self.selected is None else int(self.selected[index]))
         example = f": {shown[first]}" if shown is not None else ""
-        return [Problem(self.keys.get(name, name), f"{where.size} rows {what} (first: row {row}{example})")]
+        if self.cells == 1:
+            return [
+                Problem(self.keys.get(name, name), f"{where.size} rows {what} (first: row {row}{example})")
+            ]
+        rows = np.unique(where // self.cells).size
+        return [
+            Problem(
+                self.keys.get(name, name),
+                f"{rows} rows ({where.size} label cells) {what} (first: row {row}, cell {cell}{example})",
+            )
+        ]
 
 
 def value_problems(
@@ -373,9 +394,9 @@ def value_problems(
     problems: list[Problem] = []
     num_classes = layout.num_classes
     if TARGETS_ARRAY in rows:
-        targets = rows[TARGETS_ARRAY].astype(np.int64)
-        outside = (targets < 0) | (targets >= num_classes)
-        problems += chunk.flag(TARGETS_ARRAY, outside, f"hold a target outside [0, {num_classes})", targets)
+        problems += _target_problems(rows[TARGETS_ARRAY], layout, chunk)
+    if VIEW_PARAMS_ARRAY in rows:
+        problems += _view_problems(rows[VIEW_PARAMS_ARRAY], chunk)
     if encoding is None:
         return problems
     names = [spec.name for spec in encoding.fields(num_classes)]
@@ -391,7 +412,52 @@ def value_problems(
         )
         fields = {name: values[mask == 1] for name, values in fields.items()}
         chunk = chunk.select(mask == 1)
-    return problems + _field_problems(encoding, fields, num_classes, chunk)
+    # Each cell (a view, a position) is a label row of the row encoding: check them one by one.
+    cells = chunk.per_cell(layout.cells_per_row)
+    return problems + _field_problems(
+        row_encoding(encoding), flatten_cells(encoding, fields), num_classes, cells
+    )
+
+
+def _view_problems(params: np.ndarray, chunk: ChunkRows) -> list[Problem]:
+    """View parameters that no crop can have: not finite or whole, a box off the image's corner
+    (negative top or left, empty height or width), a flip other than 0 and 1.
+
+    The image's size is not stored, so a box reaching past the far edge is caught by the student
+    (which knows the images) rather than here.
+    """
+    cells = chunk.per_cell(params.shape[1])
+    flat = params.reshape(-1, params.shape[-1]).astype(np.float64)
+    finite = np.isfinite(flat).all(axis=1)
+    box = np.where(np.isfinite(flat), flat, 0.0)
+    impossible = (
+        (box != np.round(box)).any(axis=1)
+        | (box[:, 0] < 0)
+        | (box[:, 1] < 0)
+        | (box[:, 2] < 1)
+        | (box[:, 3] < 1)
+        | ~np.isin(box[:, 4], (0, 1))
+    )
+    return cells.flag(VIEW_PARAMS_ARRAY, ~finite, "hold view parameters that are NaN or Inf") + cells.flag(
+        VIEW_PARAMS_ARRAY,
+        finite & impossible,
+        "hold a crop box that is not whole pixels inside the image, or a flip other than 0 and 1",
+        flat,
+    )
+
+
+def _target_problems(stored: np.ndarray, layout: Layout, chunk: ChunkRows) -> list[Problem]:
+    """Targets outside ``[0, C)``; per-position targets may also be ignored (:data:`IGNORED_TARGET`)."""
+    num_classes = layout.num_classes
+    targets = stored.astype(np.int64).reshape(len(stored), -1)
+    outside = (targets < 0) | (targets >= num_classes)
+    allowed = f"[0, {num_classes})"
+    if layout.positions is not None:
+        outside &= targets != IGNORED_TARGET
+        allowed += f" and not {IGNORED_TARGET} (ignored)"
+    return chunk.per_cell(targets.shape[1]).flag(
+        TARGETS_ARRAY, outside.reshape(-1), f"hold a target outside {allowed}", targets.reshape(-1)
+    )
 
 
 def _field_problems(

@@ -140,7 +140,7 @@ class StoreLabels:
         chunk_bytes = chunk_rows * store.encoding.bytes_per_row(store.num_classes)
         step = chunk_rows * max(1, HOLD_READ_BYTES // max(1, chunk_bytes))
         fields: dict[str, np.ndarray] = {}
-        targets = np.empty(num_rows, dtype=np.int64)
+        targets = np.empty((num_rows, *store.layout.target_axes), dtype=np.int64)
         for start in range(0, num_rows, step):
             piece = store.read_rows(start, min(start + step, num_rows))
             for name, values in piece.fields.items():

@@ -1,7 +1,8 @@
 """Batches of a :class:`SoftLabelDataset` whose order and contents do not depend on the worker count.
 
 The epoch plan fixes the rank's sequence of rows from ``(seed, epoch)``; a batch sampler cuts it
-into batches, the DataLoader's workers load only the raw inputs of those batches (in order), and
+into batches, the DataLoader's workers load only the raw inputs of those batches (in order; in one
+call per batch from a dataset that fetches batches, such as a plug-in with ``get_batch``), and
 the main process gathers the matching labels a whole batch at a time, from labels held once or
 from blocks of whole chunks read ahead on a thread. So:
 
@@ -21,10 +22,10 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Sampler
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from softlabels.errors import InvalidArgumentError
-from softlabels.streaming.dataset import SoftLabelDataset
+from softlabels.streaming.dataset import SeededInputs, SoftLabelDataset
 from softlabels.streaming.labels import LabelBatch, Labels, label_batches, label_tensors
 from softlabels.streaming.plan import SeedStream, derive_seed
 
@@ -50,6 +51,31 @@ class _PlanBatchSampler(Sampler[list[tuple[int, int]]]):
     def __len__(self) -> int:
         samples = self.dataset.plan.num_rows_of(self.epoch, self.dataset.rank, self.dataset.world_size)
         return math.ceil(samples / self.batch_size)
+
+
+class _BatchInputs(Dataset[tuple[torch.Tensor, Any]]):
+    """The raw inputs of whole batches: the DataLoader calls ``__getitems__`` once per batch.
+
+    So a dataset that fetches batches is called once per batch instead of once per sample; any
+    other is read sample by sample and stacked here, as the DataLoader would.
+    """
+
+    def __init__(self, inputs: SeededInputs) -> None:
+        self.inputs = inputs
+
+    def __len__(self) -> int:
+        return len(self.inputs)
+
+    def __getitem__(self, key: tuple[int, int]) -> tuple[torch.Tensor, Any]:
+        return self.inputs[key]
+
+    def __getitems__(self, keys: list[tuple[int, int]]) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.inputs.batch(keys)
+
+
+def _already_stacked(batch: Any) -> Any:
+    """The DataLoader's collate step: ``_BatchInputs.__getitems__`` already stacked the batch."""
+    return batch
 
 
 class SoftLabelLoader:
@@ -94,8 +120,9 @@ class SoftLabelLoader:
         generator = torch.Generator()
         generator.manual_seed(derive_seed(dataset.plan.seed, 0, SeedStream.LOADER))
         self._loader: DataLoader[Any] = DataLoader(
-            dataset.inputs,
+            _BatchInputs(dataset.inputs),
             batch_sampler=self._sampler,
+            collate_fn=_already_stacked,
             num_workers=num_workers,
             pin_memory=pin_memory,
             persistent_workers=num_workers > 0,
@@ -121,14 +148,16 @@ class SoftLabelLoader:
         answered = self.dataset.answered
         for (inputs, targets), batch in zip(self._loader, labels, strict=True):
             self._check_targets(batch, targets)
+            # A store of views: each row's label is that of the view its input was replayed as.
+            shown = self.dataset.shown_views(epoch, batch.rows, batch.fields)
             if answered is None:
-                yield inputs, label_tensors(batch.fields, full=full), targets
+                yield inputs, label_tensors(shown, full=full), targets
                 continue
             # Rows without a label (refused or unasked private queries) leave the batch here, so
             # every loss sees answered rows only; a batch with none is skipped.
             keep = answered[batch.rows]
             if keep.any():
-                fields = {name: values[keep] for name, values in batch.fields.items()}
+                fields = {name: values[keep] for name, values in shown.items()}
                 index = torch.from_numpy(np.flatnonzero(keep))
                 yield inputs[index], label_tensors(fields, full=full), targets[index]
 
@@ -150,7 +179,11 @@ class SoftLabelLoader:
         self.close()
 
     def _check_targets(self, batch: LabelBatch, targets: torch.Tensor) -> None:
-        differ = np.flatnonzero(batch.targets != targets.numpy())
+        data = targets.numpy()
+        if data.shape != batch.targets.shape:
+            self.dataset.check_target(int(batch.rows[0]), data[0], batch.targets[0])
+        # One flag per sample, whether its target is a label or a row of per-position labels.
+        differ = np.flatnonzero((batch.targets != data).reshape(len(data), -1).any(axis=1))
         if differ.size:
             first = int(differ[0])
-            self.dataset.check_target(int(batch.rows[first]), int(targets[first]), int(batch.targets[first]))
+            self.dataset.check_target(int(batch.rows[first]), data[first], batch.targets[first])

@@ -3,14 +3,21 @@
 A Zarr row costs about as much to read as its whole chunk, so an :class:`EpochPlan` never visits
 rows one by one from the store. It cuts the rows into :class:`ReadBlock` s of whole chunks:
 
-* **streaming** (labels larger than the memory budget): the chunks are shuffled, each rank takes
-  a disjoint, strided share of them and reads ``buffer_chunks`` of its chunks at a time, visiting
-  their rows in a shuffled order;
-* **whole** (labels held in memory): each rank visits its strided share of one permutation of
+* **streaming** (labels larger than the memory budget): the chunks are shuffled and their rows
+  laid end to end; each rank takes one contiguous share of that sequence (whole chunks, plus at
+  most one part-chunk at either end) and reads ``buffer_chunks`` of its chunks at a time,
+  visiting their rows in a shuffled order;
+* **whole** (labels held in memory): each rank visits its contiguous share of one permutation of
   every row, as one block.
 
 A rank's sequence of rows depends only on ``(seed, epoch, rank, world_size)``, never on how many
-DataLoader workers load it, and every row is visited exactly once per epoch over all ranks.
+DataLoader workers load it. **Every rank visits the same number of rows**, ``ceil(N / W)`` for
+``N`` rows and ``W`` ranks, so every rank runs the same number of batches (a distributed step
+never waits for a rank that has run out). When ``W`` does not divide ``N``, the sequence is
+padded by repeating its first ``W * ceil(N / W) - N`` rows (fewer than ``W``) at the end, as
+torch's ``DistributedSampler`` does: those rows are visited twice in that epoch (by different
+ranks, and different rows each epoch when shuffled; more often only when ``N < W``); every other
+row exactly once. One process (``W = 1``) visits every row exactly once.
 
 Every random stream is keyed by :func:`derive_seed`, a hash of fixed-width integers, so two
 different keys never share a stream (``numpy.random.default_rng([seed, epoch])`` does not
@@ -45,6 +52,7 @@ class SeedStream(enum.IntEnum):
     AUGMENTATION = 2
     LOADER = 3
     VALIDATION_LOADER = 4
+    VIEW = 5  # which stored view a sample shows in an epoch
 
 
 def _key_bytes(seed: int, epoch: int, stream: int, index: int) -> bytes:
@@ -76,7 +84,8 @@ class ReadBlock:
     """Rows that are loaded together and then visited in ``rows`` order.
 
     Attributes:
-        ranges: Sorted, disjoint row ranges ``[start, stop)`` made of whole chunks.
+        ranges: Sorted, disjoint row ranges ``[start, stop)``: whole chunks, except where a
+            rank's share of the epoch begins or ends inside a chunk.
         rows: Rows of ``ranges`` in visit order, each at most once.
     """
 
@@ -101,7 +110,7 @@ class EpochPlan:
         num_rows: Rows in the store (and samples in the dataset).
         chunk_rows: Rows per chunk; the last chunk may be shorter.
         seed: Seed of every shuffle, in ``[0, 2**64)``.
-        shuffle: Off: chunks and rows in store order (each rank still takes a strided share).
+        shuffle: Off: chunks and rows in store order (each rank still takes a contiguous share).
         buffer_chunks: Chunks a streaming reader loads and shuffles together.
         whole: The labels are held in memory, so one permutation of all rows is used.
     """
@@ -146,23 +155,30 @@ class EpochPlan:
         check_part(rank, world_size)
         if self.whole:
             return [self._whole_block(epoch, rank, world_size)]
-        own_chunks = self.chunk_order(epoch)[rank::world_size]
+        segments = self._rank_segments(epoch, rank, world_size)
         return [
-            self._streaming_block(epoch, own_chunks[first : first + self.buffer_chunks])
-            for first in range(0, len(own_chunks), self.buffer_chunks)
+            self._streaming_block(epoch, segments[first : first + self.buffer_chunks])
+            for first in range(0, len(segments), self.buffer_chunks)
         ]
+
+    def rows_per_rank(self, world_size: int = 1) -> int:
+        """Rows every one of ``world_size`` ranks visits per epoch: ``ceil(num_rows / world_size)``.
+
+        ``world_size * rows_per_rank(world_size) - num_rows`` rows (fewer than ``world_size``)
+        are visited twice per epoch: the padding that gives every rank the same count.
+        """
+        check_part(0, world_size)
+        return -(-self.num_rows // world_size)
 
     def rows(self, epoch: int, rank: int = 0, world_size: int = 1) -> RowIndex:
         """Every row rank ``rank`` visits in ``epoch``, in order."""
         return _concatenated_rows(self.blocks(epoch, rank, world_size))
 
     def num_rows_of(self, epoch: int, rank: int = 0, world_size: int = 1) -> int:
-        """How many rows rank ``rank`` visits in ``epoch`` (without drawing the row order)."""
+        """How many rows rank ``rank`` visits in ``epoch``: the same for every rank and epoch."""
         check_part(rank, world_size)
-        if self.whole:
-            return len(range(rank, self.num_rows, world_size))
-        own_chunks = self.chunk_order(epoch)[rank::world_size].tolist()
-        return sum(stop - start for start, stop in map(self.chunk_bounds, own_chunks))
+        _check_epoch(epoch)
+        return self.rows_per_rank(world_size)
 
     def worker_blocks(
         self, epoch: int, rank: int, world_size: int, worker: int, num_workers: int
@@ -186,15 +202,53 @@ class EpochPlan:
             if self.shuffle
             else np.arange(self.num_rows)
         )
-        return ReadBlock(((0, self.num_rows),), order[rank::world_size].astype(np.int64))
+        share = np.concatenate(
+            [order[start:stop] for start, stop in self._rank_span(rank, world_size)]
+        ).astype(np.int64)
+        return ReadBlock(((0, self.num_rows),), share)
 
-    def _streaming_block(self, epoch: int, chunks: RowIndex) -> ReadBlock:
-        ranges = _merge_adjacent([self.chunk_bounds(int(chunk)) for chunk in np.sort(chunks)])
+    def _rank_span(self, rank: int, world_size: int) -> list[tuple[int, int]]:
+        """The rank's positions ``[start, stop)`` in the epoch's sequence of rows, wrapped around.
+
+        Rank ``r`` takes positions ``[r * M, (r + 1) * M)`` of the sequence repeated end to end
+        (``M`` rows per rank); as ``M <= num_rows`` it wraps at most once, so it never holds a row twice.
+        """
+        share = self.rows_per_rank(world_size)
+        start = rank * share % self.num_rows
+        if start + share <= self.num_rows:
+            return [(start, start + share)]
+        return [(start, self.num_rows), (0, start + share - self.num_rows)]
+
+    def _rank_segments(self, epoch: int, rank: int, world_size: int) -> list[tuple[int, int, int]]:
+        """The rank's share of the epoch as ``(chunk, start, stop)`` row ranges, in chunk order.
+
+        Inner segments are whole chunks; the first and last may be parts of one (a neighbouring
+        rank, or the padding, takes the rest).
+        """
+        order = self.chunk_order(epoch)
+        sizes = np.array(
+            [stop - start for start, stop in map(self.chunk_bounds, order.tolist())], dtype=np.int64
+        )
+        offsets = np.concatenate(([0], np.cumsum(sizes))).astype(np.int64)  # sequence position of each chunk
+        segments: list[tuple[int, int, int]] = []
+        for begin, end in self._rank_span(rank, world_size):
+            first = int(np.searchsorted(offsets, begin, side="right")) - 1
+            for index in range(first, len(order)):
+                if offsets[index] >= end:
+                    break
+                chunk_start = self.chunk_bounds(int(order[index]))[0]
+                low = max(begin, int(offsets[index])) - int(offsets[index])
+                high = min(end, int(offsets[index + 1])) - int(offsets[index])
+                segments.append((int(order[index]), chunk_start + low, chunk_start + high))
+        return segments
+
+    def _streaming_block(self, epoch: int, segments: list[tuple[int, int, int]]) -> ReadBlock:
+        ranges = _merge_adjacent(sorted((start, stop) for _, start, stop in segments))
         rows = np.concatenate([np.arange(start, stop, dtype=np.int64) for start, stop in ranges])
         if self.shuffle:
-            # Keyed by the block's first chunk (unique within the epoch), not by the rank, so a
-            # block's inner order does not depend on how the chunks were shared out.
-            rows = keyed_rng(self.seed, epoch, SeedStream.BLOCK_ORDER, int(chunks[0])).permutation(rows)
+            # Keyed by the block's first chunk, not by the rank, so a block's inner order does not
+            # depend on how the chunks were shared out (one process's blocks are unchanged).
+            rows = keyed_rng(self.seed, epoch, SeedStream.BLOCK_ORDER, segments[0][0]).permutation(rows)
         return ReadBlock(tuple(ranges), rows)
 
 

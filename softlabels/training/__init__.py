@@ -14,6 +14,7 @@ _LAZY = {
     "TeacherConfig": "softlabels.training.config",
     "TrainConfig": "softlabels.training.config",
     "TrainSummary": "softlabels.training.config",
+    "cross_entropy_loss": "softlabels.training.losses",
     "distillation_loss": "softlabels.training.losses",
     "kd_loss": "softlabels.training.losses",
     "retemper": "softlabels.training.losses",

@@ -44,6 +44,8 @@ class LoopConfig:
     """Settings shared by student and teacher training.
 
     ``lr`` None takes the optimizer's default (:data:`softlabels.defaults.LEARNING_RATES`).
+    ``seq_len`` is the window length of a text dataset (``text:ROOT``), which needs one; other
+    datasets take none.
     """
 
     dataset: str
@@ -61,12 +63,15 @@ class LoopConfig:
     precision: str = defaults.PRECISION
     seed: int = defaults.SEED
     augment: bool = False
+    seq_len: int | None = None
     overwrite: bool = False
     progress: bool = True
     command: str | None = None
 
     def __post_init__(self) -> None:
         _require_at_least("epochs", self.epochs, 1)
+        if self.seq_len is not None:
+            _require_at_least("sequence length", self.seq_len, 1)
         _require_at_least("batch size", self.batch_size, 1)
         _require_at_least("number of workers", self.num_workers, 0)
         _require_at_least("seed", self.seed, 0)
@@ -102,6 +107,9 @@ class LoopConfig:
             if item.name not in _NOT_SETTINGS
         }
         resolved["lr"] = self.learning_rate
+        if self.seq_len is None:
+            # Left out rather than recorded as None, so runs made before sequence models still resume.
+            del resolved["seq_len"]
         return resolved
 
     def locations(self) -> dict[str, Any]:
@@ -189,7 +197,12 @@ class TeacherConfig(LoopConfig):
 
 @dataclass(frozen=True)
 class EpochMetrics:
-    """One row of ``metrics.json``; ``epoch`` counts from 1 and ``lr`` is the rate used in it."""
+    """One row of ``metrics.json``; ``epoch`` counts from 1 and ``lr`` is the rate used in it.
+
+    For a language model (targets per position) the losses are means per labelled token,
+    ``val_accuracy`` is the next-token accuracy and ``val_perplexity`` is ``exp(val_loss)``; it is
+    None for every other run.
+    """
 
     epoch: int
     train_loss: float
@@ -197,9 +210,14 @@ class EpochMetrics:
     val_accuracy: float
     seconds: float
     lr: float
+    val_perplexity: float | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """The row of ``metrics.json``; ``val_perplexity`` only for language models."""
+        row = dataclasses.asdict(self)
+        if self.val_perplexity is None:
+            del row["val_perplexity"]
+        return row
 
 
 @dataclass(frozen=True)
@@ -216,6 +234,9 @@ class TrainSummary:
         resumed_after: Epochs that were already complete when this call started.
         seconds: Wall time of this call.
         metrics: Every epoch's metrics, from the first.
+
+    For a language model the accuracies are next-token accuracies, and :attr:`final_val_perplexity`
+    and :attr:`best_val_perplexity` give the perplexities (None for every other run).
     """
 
     kind: str
@@ -229,6 +250,17 @@ class TrainSummary:
     metrics: tuple[EpochMetrics, ...]
 
     @property
+    def final_val_perplexity(self) -> float | None:
+        """Validation perplexity after the last epoch; None unless the run trained a language model."""
+        return self.metrics[-1].val_perplexity if self.metrics else None
+
+    @property
+    def best_val_perplexity(self) -> float | None:
+        """Lowest validation perplexity over all epochs; None unless the run trained a language model."""
+        values = [row.val_perplexity for row in self.metrics if row.val_perplexity is not None]
+        return min(values, default=None)
+
+    @property
     def final_weights(self) -> str:
         return str(Path(self.out) / RUN_FILES.final)
 
@@ -238,12 +270,25 @@ class TrainSummary:
 
     def to_json(self) -> dict[str, Any]:
         document = dataclasses.asdict(self)
+        document["metrics"] = [row.to_json() for row in self.metrics]
         document.update(final_weights=self.final_weights, best_weights=self.best_weights)
+        if self.final_val_perplexity is not None:
+            document.update(
+                final_val_perplexity=self.final_val_perplexity, best_val_perplexity=self.best_val_perplexity
+            )
         return document
 
     def describe(self) -> str:
         resumed = f", resumed after epoch {self.resumed_after}" if self.resumed_after else ""
         epochs = len(self.metrics)
+        perplexity = self.final_val_perplexity
+        if perplexity is not None:
+            return (
+                f"Final validation perplexity {perplexity:.2f} (best {self.best_val_perplexity:.2f}), "
+                f"next-token accuracy {self.final_val_accuracy:.2%} after {epochs} epoch{'' if epochs == 1 else 's'} "
+                f"({self.epochs_run} this run{resumed}, {self.seconds:.1f} s). "
+                f"Weights: {self.final_weights}, best accuracy: {self.best_weights}."
+            )
         return (
             f"Best validation accuracy {self.best_val_accuracy:.2%} (epoch {self.best_epoch}); final "
             f"{self.final_val_accuracy:.2%} after {epochs} epoch{'' if epochs == 1 else 's'} "

@@ -6,10 +6,14 @@ hard-label baseline load their data identically. Every epoch ends with a validat
 the held-out split, the resume state (``last.pt``), ``metrics.json`` and, when validation
 accuracy improves, ``best.pt``. Re-running the same configuration into the same ``--out``
 continues after the last complete epoch and ends with the weights an uninterrupted run gets.
+Under ``torchrun`` the same loop runs on every rank with DistributedDataParallel, and rank 0
+alone writes the run folder (see :mod:`softlabels.training.distributed`).
 """
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import math
 import sys
 import time
@@ -28,7 +32,7 @@ from torch.utils.data import DataLoader
 from softlabels import defaults
 from softlabels.errors import DataError, Interrupted, InvalidArgumentError, UnknownNameError
 from softlabels.format.identity import Scope, store_identity
-from softlabels.format.schema import StoreHeader
+from softlabels.format.schema import IGNORED_TARGET, StoreHeader
 from softlabels.progress import Progress
 from softlabels.progress import progress as show_progress
 from softlabels.runtime import autocast, resolve_device, seed_everything
@@ -37,7 +41,9 @@ from softlabels.sources.partitions import partition_source
 from softlabels.streaming.dataset import Labels, SoftLabelDataset
 from softlabels.streaming.loader import Batch, SoftLabelLoader
 from softlabels.streaming.plan import SeedStream, derive_seed
+from softlabels.training import distributed
 from softlabels.training.config import EpochMetrics, LoopConfig, TeacherConfig, TrainConfig, TrainSummary
+from softlabels.training.distributed import Distributed
 from softlabels.training.losses import ENCODINGS, distillation_loss, retemper
 from softlabels.training.run_dir import (
     RUN_FILES,
@@ -48,7 +54,9 @@ from softlabels.training.run_dir import (
     write_json,
 )
 
-__all__ = ["evaluate", "load_job_model", "train_student", "train_teacher"]
+__all__ = ["evaluate", "load_job_model", "perplexity", "train_student", "train_teacher"]
+
+_MAX_EXP_ARGUMENT = 700.0  # math.exp overflows a float a little above 709
 
 
 class _Loss(Protocol):
@@ -56,10 +64,18 @@ class _Loss(Protocol):
 
 
 class _HardLabelLoss:
-    """Cross-entropy on the targets; the soft labels are ignored."""
+    """Cross-entropy on the targets (per labelled position for a language model); the soft labels are ignored."""
 
     def __call__(self, logits: torch.Tensor, labels: Labels, targets: torch.Tensor) -> torch.Tensor:
-        return F.cross_entropy(logits.float(), targets)
+        if logits.dim() == 2:
+            return F.cross_entropy(logits.float(), targets)
+        flat_logits, flat_targets = _flat_positions(logits, targets)
+        # The sum over labelled positions divided by their count (at least 1): a batch whose
+        # positions are all ignored adds nothing instead of a NaN.
+        loss_sum = F.cross_entropy(
+            flat_logits.float(), flat_targets, ignore_index=IGNORED_TARGET, reduction="sum"
+        )
+        return loss_sum / _labelled(flat_targets).clamp(min=1)
 
 
 @dataclass(frozen=True)
@@ -93,6 +109,7 @@ class _Job:
     val_source: DatasetSource
     loss: _Loss
     description: dict[str, Any]
+    cluster: Distributed = distributed.SINGLE_PROCESS
 
 
 def train_student(config: TrainConfig) -> TrainSummary:
@@ -106,18 +123,24 @@ def train_student(config: TrainConfig) -> TrainSummary:
         RunDirectoryError: ``out`` holds a run with other settings or inputs, or other files;
             it is then left as it was (and not created when it did not exist).
     """
+    cluster = distributed.from_environment()
     train_data = SoftLabelDataset(
         config.labels,
         config.dataset,
         split=config.split,
         data_root=config.data_root,
         augment=config.augment,
+        seq_len=config.seq_len,
         seed=config.seed,
         buffer_chunks=config.buffer_chunks,
         memory_budget_bytes=config.memory_budget_mb << 20,
+        rank=cluster.rank,
+        world_size=cluster.world_size,
     )
     loss = _student_loss(config, train_data)
-    return _run(_prepare("student", config, train_data, config.student, config.student_weights, loss))
+    return _run(
+        _prepare("student", config, train_data, config.student, config.student_weights, loss, cluster)
+    )
 
 
 def train_teacher(config: TeacherConfig) -> TrainSummary:
@@ -127,6 +150,7 @@ def train_teacher(config: TeacherConfig) -> TrainSummary:
     accepts.
     """
     partition = config.partition_spec
+    cluster = distributed.from_environment()
     if partition is None:
         train_data = SoftLabelDataset(
             None,
@@ -134,19 +158,32 @@ def train_teacher(config: TeacherConfig) -> TrainSummary:
             split=config.split,
             data_root=config.data_root,
             augment=config.augment,
+            seq_len=config.seq_len,
             seed=config.seed,
+            rank=cluster.rank,
+            world_size=cluster.world_size,
         )
         part_record = None
     else:
-        split = load_dataset(config.dataset, config.split, data_root=config.data_root, augment=config.augment)
+        split = load_dataset(
+            config.dataset,
+            config.split,
+            data_root=config.data_root,
+            augment=config.augment,
+            seq_len=config.seq_len,
+        )
         if config.augment and not split.augmented:
             raise InvalidArgumentError(
                 f"dataset {config.dataset} cannot be augmented (only imagefolder: and torchvision: image files can)"
             )
         part = partition_source(split, partition)
-        train_data = SoftLabelDataset(None, part.source, seed=config.seed)
+        train_data = SoftLabelDataset(
+            None, part.source, seed=config.seed, rank=cluster.rank, world_size=cluster.world_size
+        )
         part_record = part.record
-    job = _prepare("teacher", config, train_data, config.teacher, config.teacher_weights, _HardLabelLoss())
+    job = _prepare(
+        "teacher", config, train_data, config.teacher, config.teacher_weights, _HardLabelLoss(), cluster
+    )
     if part_record is not None:
         job.description["inputs"]["train partition"] = part_record
     return _run(job)
@@ -159,20 +196,26 @@ def _prepare(
     model_spec: str,
     weights: str | None,
     loss: _Loss,
+    cluster: Distributed = distributed.SINGLE_PROCESS,
 ) -> _Job:
     """Load the validation data and the model (seeded), and describe the run for ``config.json``.
 
     The description is what a resume must match: the settings with every default resolved, and
     the inputs by content (fingerprints, sha256, the store's identity); where the inputs live is
-    recorded apart (``locations``) and never compared.
+    recorded apart (``locations``) and never compared. A distributed run records its number of
+    processes too: it decides each step's samples, so a resume must keep it.
     """
-    device = resolve_device(config.device)
+    device = distributed.device_for(cluster, resolve_device(config.device))
+    if not cluster.is_main:
+        config = dataclasses.replace(config, progress=False)  # one progress bar and report: rank 0's
     val_source = _validation_source(config, train_data.source)
     seed_everything(config.seed)
     model = load_job_model(model_spec, train_data.source, weights=weights, role=kind)
     header = train_data.header
     settings = config.settings()
     settings["device"] = device.type  # "auto" as what it chose; the GPU's index does not change results
+    if cluster.active:
+        settings["world_size"] = cluster.world_size
     if isinstance(loss, _DistillationLoss):
         settings["temperature"] = loss.temperature
         settings["alpha"] = loss.alpha
@@ -185,7 +228,7 @@ def _prepare(
         "labels": None if header is None else _store_inputs(header),
     }
     description = {"config": settings, "inputs": inputs, "locations": config.locations()}
-    return _Job(kind, config, device, model, train_data, val_source, loss, description)
+    return _Job(kind, config, device, model, train_data, val_source, loss, description, cluster)
 
 
 def _store_inputs(header: StoreHeader) -> dict[str, Any]:
@@ -226,7 +269,9 @@ def _alpha(config: TrainConfig, train_data: SoftLabelDataset) -> float:
 
 
 def _validation_source(config: LoopConfig, train: DatasetSource) -> DatasetSource:
-    source = load_dataset(config.dataset, config.val_split, data_root=config.data_root)
+    source = load_dataset(
+        config.dataset, config.val_split, data_root=config.data_root, seq_len=config.seq_len
+    )
     if len(source) == 0:
         raise DataError(f"validation split {config.dataset} [{config.val_split}] has no samples")
     if source.class_names != train.class_names:
@@ -242,8 +287,8 @@ def load_job_model(spec: str, source: DatasetSource, *, weights: str | None, rol
     return load_model(
         spec,
         num_classes=source.num_classes,
-        in_channels=source.in_channels,
-        input_size=source.input_shape[-1],
+        input_shape=source.input_shape,
+        input_dtype=source.input_dtype,
         weights=weights,
         random_weights=weights is None,
         role=role,
@@ -252,7 +297,14 @@ def load_job_model(spec: str, source: DatasetSource, *, weights: str | None, rol
 
 def _run(job: _Job) -> TrainSummary:
     started = time.perf_counter()
-    with open_run_dir(Path(job.config.out), job.kind, job.description, overwrite=job.config.overwrite):
+    cluster = job.cluster
+    # Rank 0 alone holds (checks, locks and writes) the run folder; the others get its resume state.
+    run_dir = (
+        open_run_dir(Path(job.config.out), job.kind, job.description, overwrite=job.config.overwrite)
+        if cluster.is_main
+        else contextlib.nullcontext()
+    )
+    with distributed.process_group(cluster, job.device), run_dir:
         trainer = _Trainer(job, job.device)
         resumed_after = trainer.progress.epochs_done
         try:
@@ -267,7 +319,8 @@ def _run(job: _Job) -> TrainSummary:
         if resumed_after < job.config.epochs or not (trainer.out / RUN_FILES.final).exists():
             trainer.save_weights(RUN_FILES.final)
         summary = trainer.summary(resumed_after, time.perf_counter() - started)
-        write_json(trainer.out / RUN_FILES.summary, summary.to_json())
+        if cluster.is_main:
+            write_json(trainer.out / RUN_FILES.summary, summary.to_json())
     return summary
 
 
@@ -283,11 +336,17 @@ class _Trainer:
         self.optimizer = _optimizer(self.config, self.model)
         self.scheduler = CosineAnnealingLR(self.optimizer, T_max=self.config.epochs)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.config.precision == "fp16")
-        state = load_state(self.out / RUN_FILES.last)
+        self.cluster = job.cluster
+        state = distributed.share_from_main(
+            self.cluster, load_state(self.out / RUN_FILES.last) if self.cluster.is_main else None
+        )
         if state is not None:
             self._restore(state)
-            write_json(self.out / RUN_FILES.metrics, state.metrics)  # the resume state is the source of truth
+            if self.cluster.is_main:  # the resume state is the source of truth
+                write_json(self.out / RUN_FILES.metrics, state.metrics)
         self.progress = state or TrainState(0, {}, {}, {}, {}, [], -1.0, 0, {})
+        # Trains through DistributedDataParallel under torchrun; evaluated and saved bare.
+        self.training_model = distributed.wrap(self.model, self.cluster, self.device)
         self.val_loader: DataLoader[tuple[torch.Tensor, int]] = DataLoader(
             job.val_source.dataset,
             batch_size=self.config.batch_size,
@@ -317,35 +376,49 @@ class _Trainer:
                 f"the training loss became {train_loss} in epoch {epoch + 1}; try a lower learning rate"
             )
         val_loss, val_accuracy = evaluate(self.model, self.val_loader, self.device, self.config.precision)
+        val_perplexity = perplexity(val_loss) if self.job.val_source.positions is not None else None
         self.scheduler.step()
         seconds = time.perf_counter() - started
         if self.config.progress:
+            measured = (
+                f"val accuracy {val_accuracy:.2%}"
+                if val_perplexity is None
+                else f"val perplexity {val_perplexity:.2f}, next-token accuracy {val_accuracy:.2%}"
+            )
             _report(
                 f"{self.job.kind} epoch {epoch + 1}/{self.config.epochs}: train loss {train_loss:.4f}, "
-                f"val loss {val_loss:.4f}, val accuracy {val_accuracy:.2%}, lr {lr:.3g}, {seconds:.1f} s"
+                f"val loss {val_loss:.4f}, {measured}, lr {lr:.3g}, {seconds:.1f} s"
             )
-        return EpochMetrics(epoch + 1, train_loss, val_loss, val_accuracy, seconds, lr)
+        return EpochMetrics(epoch + 1, train_loss, val_loss, val_accuracy, seconds, lr, val_perplexity)
 
     def finish_epoch(self, metrics: EpochMetrics) -> None:
-        """Record a complete epoch; ``best.pt`` goes first so that the resume state never points past it."""
+        """Record a complete epoch; ``best.pt`` goes first so that the resume state never points past it.
+
+        Under torchrun rank 0 writes and the other ranks wait for it, so no rank starts an epoch
+        that a kill could leave without its predecessor's resume state.
+        """
         progress = self.progress
         progress.epochs_done = metrics.epoch
         progress.metrics.append(metrics.to_json())
         if metrics.val_accuracy > progress.best_accuracy:
             progress.best_accuracy, progress.best_epoch = metrics.val_accuracy, metrics.epoch
             self.save_weights(RUN_FILES.best)
-        progress.model = {
-            name: value.detach().cpu().clone() for name, value in self.model.state_dict().items()
-        }
-        progress.optimizer = self.optimizer.state_dict()
-        progress.scheduler = self.scheduler.state_dict()
-        progress.scaler = self.scaler.state_dict()
-        progress.rng = _rng_state(self.device)
-        save_state(self.out / RUN_FILES.last, progress)
-        write_json(self.out / RUN_FILES.metrics, progress.metrics)
+        if self.cluster.is_main:
+            progress.model = {
+                name: value.detach().cpu().clone() for name, value in self.model.state_dict().items()
+            }
+            progress.optimizer = self.optimizer.state_dict()
+            progress.scheduler = self.scheduler.state_dict()
+            progress.scaler = self.scaler.state_dict()
+            progress.rng = _rng_state(self.device)
+            save_state(self.out / RUN_FILES.last, progress)
+            write_json(self.out / RUN_FILES.metrics, progress.metrics)
+        distributed.barrier(self.cluster)
 
     def save_weights(self, name: str) -> None:
-        """The model as a softlabels checkpoint (what ``--teacher-weights``/``--student-weights`` take)."""
+        """The model as a softlabels checkpoint (what ``--teacher-weights``/``--student-weights`` take); rank 0 only."""
+        if not self.cluster.is_main:
+            return
         source = self.job.train_data.source
         latest = self.progress.metrics[-1]
         extra = {
@@ -365,7 +438,7 @@ class _Trainer:
             self.model,
             model_spec=self.job.model.spec,
             num_classes=source.num_classes,
-            in_channels=source.in_channels,
+            in_channels=source.in_channels if source.is_image else None,
             extra=extra,
         )
 
@@ -384,28 +457,38 @@ class _Trainer:
         )
 
     def _train_epoch(self, loader: Iterable[Batch], bar: Any) -> float:
-        """One pass over the training data; returns the mean loss per sample."""
+        """One pass over the training data; returns the mean loss per sample (per labelled token for a language model)."""
         self.model.train()
         loss_sum = torch.zeros((), dtype=torch.float64, device=self.device)
+        weight = torch.zeros((), dtype=torch.int64, device=self.device)
         count = 0
-        for inputs, labels, targets in loader:
-            targets = targets.to(self.device, non_blocking=True)
-            with autocast(self.device, self.config.precision):
-                logits = self.model(inputs.to(self.device, non_blocking=True))
-            loss = self.job.loss(logits, _to_device(labels, self.device), targets)
-            self.optimizer.zero_grad(set_to_none=True)
-            torch.autograd.backward(self.scaler.scale(loss))
-            self.scaler.step(self.optimizer)
-            self.scaler.update()
-            # Summed on the device: a .item() per step would wait for the accelerator every batch.
-            loss_sum += loss.detach() * len(targets)
-            count += len(targets)
-            bar.update(len(targets))
-        if count == 0:
+        possibly_uneven = self.job.train_data.answered is not None  # the loader drops unanswered rows
+        with distributed.uneven_batches(self.training_model, self.cluster, possible=possibly_uneven):
+            for inputs, labels, targets in loader:
+                targets = targets.to(self.device, non_blocking=True)
+                with autocast(self.device, self.config.precision):
+                    logits = self.training_model(inputs.to(self.device, non_blocking=True))
+                loss = self.job.loss(logits, _to_device(labels, self.device), targets)
+                self.optimizer.zero_grad(set_to_none=True)
+                torch.autograd.backward(self.scaler.scale(loss))
+                self.scaler.step(self.optimizer)
+                self.scaler.update()
+                # Summed on the device: a .item() per step would wait for the accelerator every batch.
+                # Each batch's mean weighs by what it averages over: samples, or labelled positions.
+                labelled = _labelled(targets)
+                loss_sum += loss.detach() * labelled
+                weight += labelled
+                count += len(targets)
+                bar.update(len(targets))
+        # Every rank reports (and checks) the loss of the whole epoch, not of its share.
+        loss_sum, weight, total = distributed.sum_over_ranks(
+            self.cluster, loss_sum, weight, torch.tensor(count, device=self.device)
+        )
+        if int(total.item()) == 0:
             raise DataError(
                 f"{self.job.train_data.source.spec} [{self.config.split}] gave this process no samples"
             )
-        return float(loss_sum.item()) / count
+        return float(loss_sum.item()) / max(int(weight.item()), 1)
 
     def _restore(self, state: TrainState) -> None:
         self.model.load_state_dict(state.model)
@@ -419,22 +502,58 @@ class _Trainer:
 
 
 def evaluate(
-    model: nn.Module, loader: DataLoader[tuple[torch.Tensor, int]], device: torch.device, precision: str
+    model: nn.Module, loader: DataLoader[tuple[torch.Tensor, Any]], device: torch.device, precision: str
 ) -> tuple[float, float]:
-    """Mean cross-entropy and accuracy on the held-out split."""
+    """Mean cross-entropy and accuracy on the held-out split.
+
+    For a language model (logits ``[B, L, V]``, targets ``[B, L]``) both are per labelled
+    position: the mean token cross-entropy (its exp is the perplexity) and the next-token
+    accuracy; ignored positions (``-100``) count for neither.
+
+    Raises:
+        DataError: The split has no labelled position.
+    """
     model.eval()
     loss_sum = torch.zeros((), dtype=torch.float64, device=device)
     correct = torch.zeros((), dtype=torch.int64, device=device)
-    count = 0
+    count = torch.zeros((), dtype=torch.int64, device=device)
     with torch.inference_mode():
-        for inputs, targets in loader:
-            targets = targets.to(device, non_blocking=True)
+        for inputs, batch_targets in loader:
             with autocast(device, precision):
-                logits = model(inputs.to(device, non_blocking=True)).float()
-            loss_sum += F.cross_entropy(logits, targets, reduction="sum")
+                output = model(inputs.to(device, non_blocking=True)).float()
+            logits, targets = _flat_positions(output, batch_targets.to(device, non_blocking=True))
+            loss_sum += F.cross_entropy(logits, targets, ignore_index=IGNORED_TARGET, reduction="sum")
             correct += (logits.argmax(dim=1) == targets).sum()
-            count += len(targets)
-    return float(loss_sum.item()) / count, int(correct.item()) / count
+            count += _labelled(targets)
+    labelled = int(count.item())
+    if labelled == 0:
+        raise DataError("the validation split has no labelled sample or position to evaluate on")
+    return float(loss_sum.item()) / labelled, int(correct.item()) / labelled
+
+
+def perplexity(mean_token_loss: float) -> float:
+    """``exp`` of a mean token cross-entropy (inf when it overflows)."""
+    return math.exp(mean_token_loss) if mean_token_loss < _MAX_EXP_ARGUMENT else math.inf
+
+
+def _flat_positions(logits: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Logits ``[B, L, V]`` and targets ``[B, L]`` as ``[B * L, V]`` and ``[B * L]``; ``[B, C]`` and ``[B]`` as they are.
+
+    Raises:
+        DataError: The model's output does not match the targets' shape.
+    """
+    if logits.shape[:-1] != targets.shape or logits.dim() not in (2, 3):
+        raise DataError(
+            f"the model returned logits of shape {list(logits.shape)} for targets of shape "
+            f"{list(targets.shape)}; expected [batch, classes] for one label per sample, or "
+            "[batch, length, classes] for one per position"
+        )
+    return logits.reshape(-1, logits.shape[-1]), targets.reshape(-1)
+
+
+def _labelled(targets: torch.Tensor) -> torch.Tensor:
+    """How many targets are labels (not :data:`~softlabels.format.schema.IGNORED_TARGET`), on their device."""
+    return (targets != IGNORED_TARGET).sum()
 
 
 def _optimizer(config: LoopConfig, model: nn.Module) -> Optimizer:

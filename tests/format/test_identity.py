@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from synthetic_stores import synthetic_header
+from synthetic_stores import synthetic_dataset, synthetic_header
 
 from softlabels.format.encodings import FullEncoding
 from softlabels.format.identity import Scope, mismatches, store_identity
@@ -75,3 +75,40 @@ def test_resume_covers_the_origin_and_the_exact_source_run() -> None:
     regenerated = header(derived_from=({**record, "source_run_id": "00000000000000bb"},))
     (line,) = differing(converted, regenerated, Scope.RESUME)
     assert line.startswith("derived from:") and "00000000000000bb" in line
+
+
+def vocabulary_header(words: list[str], positions: int | None = 8) -> StoreHeader:
+    dataset = synthetic_dataset(100, len(words))
+    dataset = replace(dataset, class_names=tuple(words))
+    return synthetic_header(FullEncoding(), 100, len(words), dataset=dataset, positions=positions)
+
+
+def test_another_vocabulary_is_named_by_its_sizes_and_first_difference() -> None:
+    words = [f"w{i}" for i in range(18_000)]
+    other = [*words[:5], "a", *words[6:17_990]]
+    found = differing(vocabulary_header(words), vocabulary_header(other), Scope.DATA)
+    assert found == [
+        "number of classes: store has 18000, this run has 17990",
+        "class names (vocabulary) differ: store has 18,000, this run has 17,990; first difference at "
+        "index 5: store has 'w5', this run has 'a'",
+    ]
+
+
+def test_a_vocabulary_that_only_grew_differs_past_the_end_of_the_shorter() -> None:
+    found = differing(vocabulary_header(["a", "b"]), vocabulary_header(["a", "b", "c"]), Scope.DATA)
+    assert any(
+        line.endswith("first difference at index 2: store has (none), this run has 'c'") for line in found
+    )
+
+
+def test_label_axes_belong_to_the_labels_identity() -> None:
+    words = ["a", "b", "c"]
+    eight, sixteen = vocabulary_header(words, positions=8), vocabulary_header(words, positions=16)
+    assert differing(eight, sixteen, Scope.DATA) == []
+    assert differing(eight, sixteen, Scope.LABELS) == [
+        "labelled positions per sample: store has 8, this run has 16"
+    ]
+    plain = vocabulary_header(words, positions=None)
+    assert differing(plain, eight, Scope.RESUME) == [
+        "labelled positions per sample: store has None, this run has 8"
+    ]

@@ -123,3 +123,13 @@ def test_the_public_api_takes_a_file_or_a_spec(tmp_path: Path) -> None:
     with pytest.raises(InvalidArgumentError, match="apply to pipeline files"):
         softlabels.run_pipeline(softlabels.load_pipeline(), out=str(tmp_path / "out"))
     assert not (tmp_path / "out").exists()
+
+
+def test_generate_views_reach_the_generate_stage_drawn_under_the_run_seed() -> None:
+    from softlabels.pipelines.runner import _plan
+
+    spec = load_pipeline(
+        None, overrides=["generate.views=4", "generate.augment=crop=0.5:1,flip", "run.seed=5"]
+    )
+    config = _plan(spec, progress=False, overwrite=False, command=None).generate
+    assert (config.views, config.augment, config.view_seed) == (4, "crop=0.5:1,flip", 5)

@@ -230,3 +230,25 @@ def test_relative_paths_stay_relative_and_home_is_expanded() -> None:
     spec = parse(MINIMAL, "dataset.spec=imagefolder", "dataset.root=~/images", "generate.store=s.zarr")
     assert spec.dataset.root == str(Path.home() / "images")
     assert spec.generate.store == "s.zarr"
+
+
+def test_views_and_their_recipe_go_under_generate() -> None:
+    spec = parse(MINIMAL, "generate.views=4", "generate.augment=crop=0.5:1,flip")
+    assert (spec.generate.views, spec.generate.augment) == (4, "crop=0.5:1,flip")
+    assert (parse(MINIMAL).generate.views, parse(MINIMAL).generate.augment) == (None, None)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (("generate.augment=flip",), "generate.augment: needs generate.views"),
+        (("generate.views=4", "generate.augment=blur"), "generate.augment: augmentation step 'blur'"),
+        (("generate.views=0",), "generate.views"),
+        (
+            ("generate.views=4", "students.kd.augment=true"),
+            "students.kd.augment: must be false for a distilled student of a store of views",
+        ),
+    ],
+)
+def test_bad_view_settings_are_one_clear_error(overrides: tuple[str, ...], message: str) -> None:
+    assert message in error_of(MINIMAL, *overrides)

@@ -158,25 +158,31 @@ def test_a_kept_mass_above_one_within_the_tolerance_is_scaled_to_one(tmp_path: P
     ]
     values, _ = read_source(jsonl(tmp_path / "a.jsonl", records), None, T).kept_rows()
     assert np.exp(values).sum() == pytest.approx(1.0)
-    records[0]["logprobs"][0]["2"] = float(np.log(0.4 + 2 * NORMALISATION_TOLERANCE))
-    with pytest.raises(DataError, match="do not normalise .* at most 1 \\+ 0.001"):
-        read_source(jsonl(tmp_path / "b.jsonl", records), None, T)
+    served, _ = served_records(k=2)
+    served[9] = {
+        "logprobs": [{"1": float(np.log(0.6)), "2": float(np.log(0.4 + 2 * NORMALISATION_TOLERANCE))}]
+    }
+    with pytest.raises(DataError, match="do not normalise .* at record 9; allowed: at most 1 \\+ 0.001"):
+        into(
+            tmp_path / "b.zarr",
+            jsonl(tmp_path / "b.jsonl", served),
+            None,
+            EncodingSpec.create("topk", k=2),
+            k=2,
+        )
 
 
 @pytest.mark.parametrize(
     "records, message",
     [
-        (
-            [{"logprobs": [{"1": -0.1}, {"2": -0.2}]}],
-            "record 0 holds 2 positions; this store holds one label per sample",
-        ),
+        ([{"logprobs": []}], "record 0 holds no positions"),
         ([{"logprobs": [{"1": -0.1}]}, {"index": 5, "logprobs": [{"1": -0.1}]}], "record 1 carries index 5"),
         ([{"logprobs": [{"one": -0.1}]}], "class id 'one' is not a non-negative integer"),
         ([{"logprobs": [{"1": float("nan")}]}], "the log-probability of class 1 is nan, not a finite number"),
         ([{"probs": []}], 'must be an object with "logprobs"'),
         (
             [{"logprobs": [{"1": -0.1, "2": -3.0}]}, {"logprobs": [{"1": -0.1}]}],
-            "1 records hold fewer than k = 2",
+            "1 records hold fewer than k = 2 classes at a position",
         ),
     ],
 )
@@ -195,7 +201,13 @@ def test_a_broken_json_line_is_named(tmp_path: Path) -> None:
     "values, kind, error, message",
     [
         (np.full((3, 4), np.nan, np.float32), "logits", DataError, "NaN or infinite values in 3 rows"),
-        (np.zeros((3, 2, 4), np.float32), "logits", DataError, "labels per position \\[3, 2, 4\\]"),
+        (
+            np.zeros((3, 0, 4), np.float32),
+            "logits",
+            DataError,
+            "per position, \\[N, L, C\\], with C >= 2; got",
+        ),
+        (np.zeros((3, 2, 2, 4), np.float32), "logits", DataError, "got shape \\[3, 2, 2, 4\\]"),
         (np.zeros((3, 4), np.int64), "logits", DataError, "holds int64 values"),
         (np.log(np.full((3, 4), 0.3)), "logprobs", DataError, "do not normalise \\(probabilities sum to 1.2"),
         (
@@ -225,6 +237,23 @@ def test_rows_that_do_not_match_the_data_are_refused(tmp_path: Path, digits_trai
     np.savez(tmp_path / "shuffled.npz", logits=logits(), targets=np.roll(targets, 1))
     with pytest.raises(DataError, match="do not line up with digits \\[train\\]: its targets differ"):
         into(tmp_path / "c.zarr", tmp_path / "shuffled.npz", "scaled-logits")
+    np.save(tmp_path / "positions.npy", np.zeros((ROWS, 2, CLASSES), np.float32))
+    with pytest.raises(
+        DataError, match="L = 2 but digits \\[train\\] has one label per sample: positions that do"
+    ):
+        into(tmp_path / "e.zarr", tmp_path / "positions.npy", "logits")
+    records, _ = served_records()
+    records[3] = {"logprobs": records[3]["logprobs"] * 2}
+    with pytest.raises(
+        DataError, match="record 3 holds 2 positions but digits \\[train\\] has one label per sample"
+    ):
+        into(
+            tmp_path / "f.zarr",
+            jsonl(tmp_path / "two.jsonl", records),
+            None,
+            EncodingSpec.create("topk", k=4),
+            k=4,
+        )
     records, _ = served_records()
     records[7] = {"logprobs": [{"10": -0.1, "3": -3.0, "2": -4.0, "1": -5.0}]}
     with pytest.raises(DataError, match="1 records name a class id >= 10 .*records \\[7\\]"):

@@ -78,8 +78,8 @@ PLUGIN_SOURCE = textwrap.dedent(
         return [(torch.zeros(1, 2, 2), 0.5)]
 
 
-    def flat_tensors(split):
-        return [(torch.zeros(4), 1)]
+    def bool_tensors(split):
+        return [(torch.zeros(4, dtype=torch.bool), 1)]
 
 
     class Tiny(nn.Module):
@@ -168,7 +168,7 @@ def test_file_plugin_dataset_unpickles_in_a_fresh_process(plugin_file: Path) -> 
         ("stream", "not a map-style Dataset"),
         ("pairs_of_strings", "sample 0"),
         ("float_labels", "integer"),
-        ("flat_tensors", r"\[C, H, W\]"),
+        ("bool_tensors", "where a float or integer input tensor belongs"),
         ("missing", "no attribute 'missing'"),
         ("NOT_CALLABLE", "not a callable"),
     ],

@@ -100,7 +100,7 @@ def test_a_folder_without_stores_says_so(tmp_path: Path) -> None:
 
 
 def test_urls_and_missing_folders_are_refused(tmp_path: Path) -> None:
-    with pytest.raises(InvalidArgumentError, match="only local folders can be listed so far"):
-        list_stores("s3://bucket/prefix")
+    with pytest.raises(InvalidArgumentError, match=r"HTTP\(S\) servers offer no listing"):
+        list_stores("https://example.org/labels")
     with pytest.raises(StoreNotFoundError, match="no folder at"):
         list_stores(tmp_path / "absent")

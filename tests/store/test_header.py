@@ -137,6 +137,17 @@ DAMAGE = {
     "unknown field": (setter("layout.extra", 1), r"layout has unknown fields \['extra'\]"),
     "unknown format": (setter("layout.encoding", "dense"), "layout.encoding 'dense'"),
     "bad format parameters": (setter("layout.encoding_params", {"dtype": "int4"}), "layout.encoding_params"),
+    "views zero": (setter("layout.views", 0), "layout.views must be a positive integer, got 0"),
+    "views bool": (setter("layout.views", True), "layout.views must be a positive integer, got True"),
+    "positions string": (setter("layout.positions", "64"), "layout.positions must be a positive integer"),
+    "positions float": (setter("layout.positions", 8.0), "layout.positions must be a positive integer"),
+    "positions in version 1": (
+        lambda document: document["layout"].update(positions=4) or document.update(version=1),
+        "layout.views and layout.positions need store format version 2, but the header says version 1",
+    ),
+    "version 3": (setter("version", 3), "has store format version 3; this softlabels reads versions 1 and 2"),
+    "version string": (setter("version", "2"), "has store format version '2'"),
+    "version bool": (setter("version", True), "has store format version True"),
 }
 
 
@@ -178,3 +189,14 @@ def test_headers_built_in_code_are_validated_too() -> None:
         Layout("full", {"dtype": "float16"}, 10, 3, 64, 0)
     with pytest.raises(StoreFormatError, match="provenance.teacher.num_parameters"):
         TeacherInfo("cnn", -1, None, None)
+
+
+def test_label_axes_are_left_out_of_plain_headers(store: Path) -> None:
+    document = zarr.open_group(str(store), mode="r").attrs["softlabels"]
+    assert document["version"] == 2
+    assert not {"views", "positions", "answered_mask"} & document["layout"].keys()
+
+
+def test_a_version_1_header_still_opens(store: Path) -> None:
+    edit_header(store, setter("version", 1))
+    assert open_store(store).header.version == 1

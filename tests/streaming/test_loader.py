@@ -138,8 +138,10 @@ def test_ranks_take_disjoint_shares(digits_store: Path, digits_train: DatasetSou
     for rank in (0, 1):
         dataset = SoftLabelDataset(digits_store, digits_train, rank=rank, world_size=2, memory_budget_bytes=0)
         shares.append(rows_of(epoch_batches(SoftLabelLoader(dataset, 64), 2)))
-        assert len(shares[-1]) == len(dataset)
-    assert sorted(shares[0] + shares[1]) == list(range(len(digits_train)))
+        assert len(shares[-1]) == len(dataset) == 719
+    # 1,437 samples: one is visited by both ranks (the padding that equalises their shares).
+    assert len(set(shares[0]) & set(shares[1])) == 1
+    assert set(shares[0]) | set(shares[1]) == set(range(len(digits_train)))
 
 
 def test_compact_encodings_come_as_dicts_of_decoded_fields(

@@ -42,10 +42,17 @@ def plans(draw: st.DrawFn) -> EpochPlan:
 def test_every_row_once_per_epoch_for_any_rank_and_worker_split(
     plan: EpochPlan, epoch: int, world_size: int, num_workers: int
 ) -> None:
+    """Every rank visits ceil(N / W) distinct rows; fewer than W visits repeat a row (the padding)."""
     by_rank = rank_rows(plan, epoch, world_size)
-    np.testing.assert_array_equal(np.sort(np.concatenate(by_rank)), np.arange(plan.num_rows))
+    share = -(-plan.num_rows // world_size)
+    counts = np.bincount(np.concatenate(by_rank), minlength=plan.num_rows)
+    assert counts.min() >= 1
+    if plan.num_rows >= world_size:
+        assert counts.max() <= 2
+    assert int((counts - 1).sum()) == world_size * share - plan.num_rows < world_size
     for rank, rows in enumerate(by_rank):
-        assert plan.num_rows_of(epoch, rank, world_size) == len(rows)
+        assert plan.num_rows_of(epoch, rank, world_size) == len(rows) == share
+        assert len(np.unique(rows)) == len(rows)
         # Split sample by sample between the workers of a rank, still exactly the rank's rows...
         shares = [
             block.rows
@@ -58,15 +65,21 @@ def test_every_row_once_per_epoch_for_any_rank_and_worker_split(
 
 @PROPERTY
 @given(plans(), st.integers(0, 1000), st.integers(1, 4))
-def test_blocks_are_whole_chunks_each_read_once(plan: EpochPlan, epoch: int, world_size: int) -> None:
-    ranges = [r for rank in range(world_size) for b in plan.blocks(epoch, rank, world_size) for r in b.ranges]
-    if plan.whole:
-        assert set(ranges) == {(0, plan.num_rows)}
-        return
-    covered = sorted(ranges)
-    assert sum(stop - start for start, stop in covered) == plan.num_rows
-    for start, stop in covered:
-        assert start % plan.chunk_rows == 0 and (stop % plan.chunk_rows == 0 or stop == plan.num_rows)
+def test_blocks_read_only_the_rank_rows(plan: EpochPlan, epoch: int, world_size: int) -> None:
+    """A rank's blocks cover its rows exactly; one process reads whole chunks, each once."""
+    for rank in range(world_size):
+        blocks = plan.blocks(epoch, rank, world_size)
+        if plan.whole:
+            assert [block.ranges for block in blocks] == [((0, plan.num_rows),)]
+            continue
+        covered = sorted(r for block in blocks for r in block.ranges)
+        assert sum(stop - start for start, stop in covered) == plan.num_rows_of(epoch, rank, world_size)
+        for block in blocks:
+            in_ranges = np.concatenate([np.arange(start, stop) for start, stop in block.ranges])
+            np.testing.assert_array_equal(np.sort(block.rows), in_ranges)
+        if world_size == 1:
+            for start, stop in covered:
+                assert start % plan.chunk_rows == 0 and (stop % plan.chunk_rows == 0 or stop == plan.num_rows)
 
 
 @PROPERTY
@@ -191,6 +204,33 @@ def test_a_rank_order_does_not_depend_on_other_ranks_workers() -> None:
 def test_plan_refuses_bad_settings(arguments: dict[str, Any]) -> None:
     with pytest.raises(InvalidArgumentError):
         EpochPlan(**arguments)
+
+
+@pytest.mark.parametrize(("num_rows", "world_size"), [(10, 3), (1000, 7), (1, 3), (64, 2)])
+def test_ranks_get_equal_shares_and_only_the_padding_repeats(num_rows: int, world_size: int) -> None:
+    """Equal shares keep every rank's batch count equal, so a distributed step never waits forever."""
+    for whole in (False, True):
+        plan = EpochPlan(num_rows, 4, seed=5, buffer_chunks=2, whole=whole)
+        by_rank = rank_rows(plan, 3, world_size)
+        share = -(-num_rows // world_size)
+        assert {len(rows) for rows in by_rank} == {share}
+        counts = np.bincount(np.concatenate(by_rank), minlength=num_rows)
+        assert counts.min() >= 1
+        padding = world_size * share - num_rows
+        assert int((counts - 1).sum()) == padding
+        if whole:  # the repeated rows are the first of the epoch's permutation, which rank 0 begins with
+            assert set(np.flatnonzero(counts > 1).tolist()) == set(by_rank[0][:padding].tolist())
+
+
+def test_one_process_blocks_are_the_shuffled_chunk_order() -> None:
+    """Sharing by position leaves a single process's blocks as they were: whole chunks in chunk order."""
+    plan = EpochPlan(ROWS, CHUNK, seed=11, buffer_chunks=3)
+    order = plan.chunk_order(2).tolist()
+    for index, block in enumerate(plan.blocks(2)):
+        chunks = order[index * 3 : (index + 1) * 3]
+        expected = np.concatenate([np.arange(*plan.chunk_bounds(c)) for c in sorted(chunks)])
+        key = keyed_rng(11, 2, SeedStream.BLOCK_ORDER, chunks[0])
+        np.testing.assert_array_equal(block.rows, key.permutation(expected))
 
 
 def test_plan_refuses_a_missing_rank_worker_or_epoch() -> None:

@@ -23,6 +23,10 @@ upper 16 bits of the float32, dtype ``uint16``, rounded to nearest even, because
 have no bfloat16) and ``int8`` (dtype ``uint8`` codes with a per-row float32 ``scale`` and
 ``offset``: ``value = offset + code * scale``).
 
+Stores with label axes (views, token positions: ``Layout.label_axes``) hold several rows per
+sample; :func:`cell_encoding` (module :mod:`.cells`) applies any of these encodings per cell, on
+``[n, *label_axes, ...]`` blocks, and :func:`layout_encoding` builds it from a store's layout.
+
 :meth:`Encoding.decode` turns stored arrays into what the losses take: float32 values and
 normalisers, int64 class indices, float32 counts, under the exact keys
 :func:`softlabels.training.losses.distillation_loss` reads.
@@ -36,6 +40,14 @@ from softlabels.format.encodings.base import (
     index_dtype,
     logsumexp,
     softmax,
+)
+from softlabels.format.encodings.cells import (
+    CellEncoding,
+    cell_encoding,
+    cell_targets,
+    flatten_cells,
+    layout_encoding,
+    row_encoding,
 )
 from softlabels.format.encodings.full import FullEncoding
 from softlabels.format.encodings.registry import (
@@ -55,21 +67,27 @@ from softlabels.format.encodings.values import (
 
 __all__ = [
     "VALUE_DTYPES",
+    "CellEncoding",
     "Encoding",
     "FieldSpec",
     "FullEncoding",
     "SampledEncoding",
     "TopKEncoding",
     "bfloat16_bits_to_float32",
+    "cell_encoding",
+    "cell_targets",
     "count_dtype",
     "dequantize_uint8",
     "encoding_from_params",
     "encoding_names",
+    "flatten_cells",
     "float32_to_bfloat16_bits",
     "index_dtype",
+    "layout_encoding",
     "logsumexp",
     "quantize_uint8",
     "register_encoding",
+    "row_encoding",
     "softmax",
     "stored_encoding",
     "top_classes",

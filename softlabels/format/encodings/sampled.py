@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 
 from softlabels.errors import InvalidSettingError
+from softlabels.format.counter import counter_uniforms
 from softlabels.format.encodings.base import (
     Encoding,
     FieldSpec,
@@ -20,9 +21,6 @@ from softlabels.format.encodings.base import (
 )
 
 SEED_LIMIT = 1 << 64
-_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
-_MIX1 = np.uint64(0xBF58476D1CE4E5B9)
-_MIX2 = np.uint64(0x94D049BB133111EB)
 
 
 class SampledEncoding(Encoding):
@@ -94,23 +92,9 @@ class SampledEncoding(Encoding):
         return scatter_mask(indices, np.asarray(fields["counts"]) > 0, num_classes)
 
 
-def _mix64(state: np.ndarray) -> np.ndarray:
-    """The SplitMix64 output function (a bijective 64-bit mixer)."""
-    state = (state ^ (state >> np.uint64(30))) * _MIX1
-    state = (state ^ (state >> np.uint64(27))) * _MIX2
-    mixed: np.ndarray = state ^ (state >> np.uint64(31))
-    return mixed
-
-
 def row_uniforms(seed: int, first_row: int, num_rows: int, samples: int) -> np.ndarray:
     """Uniform numbers in ``[0, 1)``, ``[num_rows, samples]``, a pure function of (seed, row, draw)."""
-    with np.errstate(over="ignore"):  # uint64 arithmetic wraps on purpose
-        seed_key = _mix64(np.array([seed], dtype=np.uint64) + _GOLDEN)
-        rows = np.arange(first_row, first_row + num_rows, dtype=np.uint64)
-        row_keys = _mix64(rows ^ seed_key)[:, None]
-        draws = np.arange(1, samples + 1, dtype=np.uint64)[None, :]
-        bits = _mix64(row_keys + draws * _GOLDEN)
-    return (bits >> np.uint64(11)).astype(np.float64) * 2.0**-53
+    return counter_uniforms(seed, np.arange(first_row, first_row + num_rows, dtype=np.uint64), samples)
 
 
 def inverse_cdf_draws(rows: np.ndarray, uniforms: np.ndarray) -> np.ndarray:

@@ -167,13 +167,20 @@ def topk_target(log_probs: Any, num_classes: int, xp: Any) -> tuple[Any, Any]:
 
 
 def top_classes(rows: np.ndarray, k: int) -> np.ndarray:
-    """Classes of the ``k`` largest entries per row, by decreasing value then increasing class."""
-    num_classes = rows.shape[1]
-    candidates = (
-        np.argpartition(-rows, k - 1, axis=1)[:, :k]
-        if k < num_classes
-        else np.broadcast_to(np.arange(num_classes), rows.shape)
-    )
-    candidates = np.sort(candidates, axis=1)  # a stable order so ties resolve by class index
+    """Classes of the ``k`` largest entries per row, by decreasing value then increasing class.
+
+    Among classes tied at the k-th largest value the lowest are kept (``argpartition`` alone would
+    keep any of them), so a selection on another device can match it exactly.
+    """
+    num_rows, num_classes = rows.shape
+    if k < num_classes:
+        threshold = -np.partition(-rows, k - 1, axis=1)[:, k - 1 : k]
+        above = rows > threshold
+        tied = rows == threshold
+        room = k - above.sum(axis=1, keepdims=True)
+        keep = above | (tied & (np.cumsum(tied, axis=1) <= room))
+        candidates = np.nonzero(keep)[1].reshape(num_rows, k)  # increasing class within each row
+    else:
+        candidates = np.broadcast_to(np.arange(num_classes), rows.shape)
     order = np.argsort(-np.take_along_axis(rows, candidates, axis=1), axis=1, kind="stable")
     return np.take_along_axis(candidates, order, axis=1).astype(np.int64)

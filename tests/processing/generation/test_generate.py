@@ -17,7 +17,7 @@ from slow_generate import PLUGINS, slow_generate_args, start_cli, wait_for_shard
 
 from softlabels.errors import IncompleteStoreError, StoreMismatchError, TeacherOutputError, WeightsError
 from softlabels.format.encoding_spec import EncodingSpec
-from softlabels.format.schema import ATTRIBUTE_KEY, SHARDS_DONE_ARRAY
+from softlabels.format.schema import ATTRIBUTE_KEY, FORMAT_VERSION, SHARDS_DONE_ARRAY
 from softlabels.processing.generation import GenerateConfig, generate
 from softlabels.sources import load_dataset, load_model
 from softlabels.store import open_store, read_header
@@ -99,7 +99,7 @@ def test_plain_zarr_reads_a_generated_store(tmp_path: Path) -> None:
         text=True,
         check=True,
     )
-    assert json.loads(result.stdout) == ["softlabels.labels", 1, True, False]
+    assert json.loads(result.stdout) == ["softlabels.labels", FORMAT_VERSION, True, False]
     np.testing.assert_allclose(np.load(tmp_path / "l.npy"), expected, rtol=1e-5, atol=1e-5)
     np.testing.assert_array_equal(np.load(tmp_path / "t.npy"), targets)
 
