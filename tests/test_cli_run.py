@@ -89,7 +89,7 @@ def test_run_trains_generates_and_reports_sane_numbers(first_run: tuple[Path, st
 def test_the_readme_quotes_the_output_of_this_run(first_run: tuple[Path, str]) -> None:
     # CPU runs are deterministic: the accuracies and the gain the README shows must be this run's.
     _, table = first_run
-    quoted = next(block for block in README.read_text().split("```") if "\nDistillation: " in block)
+    quoted = next(block for block in README.read_text().split("```") if "\nPipeline digits " in block)
 
     def line(text: str, start: str) -> str:
         return next(row for row in text.splitlines() if row.startswith(start))

@@ -11,6 +11,7 @@ a shared file system with absolute paths).
 from __future__ import annotations
 
 import contextlib
+import os
 import sys
 import uuid
 from collections.abc import Callable, Iterator, Sequence
@@ -30,6 +31,24 @@ CONNECT_TIMEOUT_S = 30
 
 
 @contextlib.contextmanager
+def environment_kept() -> Iterator[None]:
+    """Give this process back its environment variables when the block ends.
+
+    dask's nannies export their workers' settings (``OMP_NUM_THREADS=1``, ``MKL_NUM_THREADS=1``,
+    ``PYTHONHASHSEED``...) into the environment of the process that starts a LocalCluster. Left
+    there, every later subprocess (a DataLoader worker, a training run) would compute with one
+    thread, and so not reproduce the same run made before.
+    """
+    saved = dict(os.environ)
+    try:
+        yield
+    finally:
+        for name in set(os.environ) - set(saved):
+            del os.environ[name]
+        os.environ.update(saved)
+
+
+@contextlib.contextmanager
 def cluster_client(scheduler: str) -> Iterator[Client]:
     """A client of ``local:N`` (a LocalCluster started here and stopped afterwards) or of a scheduler address.
 
@@ -43,6 +62,7 @@ def cluster_client(scheduler: str) -> Iterator[Client]:
     workers = local_cluster_workers(scheduler)
     with contextlib.ExitStack() as stack:
         if workers is not None:
+            stack.enter_context(environment_kept())
             # One thread per worker process: a teacher (or torch's own threads) per process, no GIL contention.
             # Every local worker stands for one device, so tasks that ask for a GPU find one.
             cluster = stack.enter_context(

@@ -43,14 +43,17 @@ def markers(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def cluster(markers: Path) -> Iterator[str]:
     """The scheduler address of a two-worker LocalCluster whose workers mark and slow the marker teacher."""
-    with LocalCluster(
-        n_workers=2,
-        threads_per_worker=1,
-        processes=True,
-        dashboard_address=":0",
-        silence_logs=logging.CRITICAL,
-        env={"SOFTLABELS_TEST_MARKERS": str(markers), "SOFTLABELS_TEST_DELAY": DELAY_S},
-    ) as local:
+    with (
+        cluster_module.environment_kept(),
+        LocalCluster(
+            n_workers=2,
+            threads_per_worker=1,
+            processes=True,
+            dashboard_address=":0",
+            silence_logs=logging.CRITICAL,
+            env={"SOFTLABELS_TEST_MARKERS": str(markers), "SOFTLABELS_TEST_DELAY": DELAY_S},
+        ) as local,
+    ):
         yield local.scheduler_address
 
 
@@ -259,8 +262,11 @@ def test_local_workers_spread_over_the_gpus(name: object, count: int, index: int
 def test_convert_on_a_local_cluster_it_starts(full_store: Path, tmp_path: Path) -> None:
     topk = EncodingSpec.create("topk", k=3)
     convert_store(full_store, tmp_path / "threads.zarr", topk, chunk_rows=64)
+    environment = dict(os.environ)
     summary = convert_store(full_store, tmp_path / "local.zarr", topk, chunk_rows=64, scheduler="local:1")
     assert summary.shards_written == 23
+    # dask exports OMP_NUM_THREADS=1 and more while its cluster runs; none of it may outlive the run.
+    assert dict(os.environ) == environment
     assert store_files(tmp_path / "local.zarr") == store_files(tmp_path / "threads.zarr")
 
 
