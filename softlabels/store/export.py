@@ -8,6 +8,7 @@ store's own field names, plus the targets and the header:
   ``log_normalizer`` float32 ``[N]``;
 * ``sampled``: ``indices`` int64 ``[N, S]`` and ``counts`` int64 ``[N, S]``;
 * ``targets`` int64 ``[N]``; ``answered`` bool ``[N]`` when the store has an answered mask;
+* ``view_params`` float32 ``[N, V, 5]`` (top, left, height, width, flip) when the store holds views;
 * ``header``: the store's header as a JSON string (``json.loads(str(npz["header"]))``).
 
 Stores with label axes (views, token positions; the header's ``layout.views``/``layout.positions``)
@@ -29,7 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from softlabels.errors import InvalidArgumentError, StoreWriteError
-from softlabels.format.schema import ANSWERED_ARRAY, TARGETS_ARRAY
+from softlabels.format.schema import ANSWERED_ARRAY, TARGETS_ARRAY, VIEW_PARAMS_ARRAY
 from softlabels.store.reader import LabelStore, open_store
 
 HEADER_KEY = "header"
@@ -89,6 +90,8 @@ def _decoded_rows(store: LabelStore) -> dict[str, np.ndarray]:
             arrays[name][rows.start : rows.stop] = values
     if store.layout.answered_mask:
         arrays[ANSWERED_ARRAY] = store.answered
+    if store.layout.view_recipe is not None:  # the crops and flips a reader needs to replay the views
+        arrays[VIEW_PARAMS_ARRAY] = store.read_view_params(0, store.num_rows)
     return arrays
 
 

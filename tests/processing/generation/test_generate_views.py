@@ -21,6 +21,7 @@ from softlabels.processing.pate import GNMaxSettings, pate_labels
 from softlabels.sources import load_dataset, load_model
 from softlabels.sources.augment import apply_view
 from softlabels.store import open_store
+from softlabels.store.export import export_store
 from softlabels.store.verify import verify_store
 
 VIEWS = 3
@@ -152,6 +153,14 @@ def test_convert_keeps_the_views_and_their_parameters(tmp_path: Path, full_views
     np.testing.assert_array_equal(converted.read_view_params(0, 360), source.read_view_params(0, 360))
     kept = converted.read_all().fields["indices"]
     np.testing.assert_array_equal(kept[:, :, 0], source.read_all().fields["logits"].argmax(axis=-1))
+
+
+def test_export_keeps_the_views_and_their_parameters(tmp_path: Path, full_views_store: Path) -> None:
+    export_store(full_views_store, tmp_path / "views.npz")
+    store = open_store(full_views_store)
+    with np.load(tmp_path / "views.npz") as exported:
+        np.testing.assert_array_equal(exported[VIEW_PARAMS_ARRAY], store.read_view_params(0, 360))
+        np.testing.assert_array_equal(exported["logits"], store.read_all().fields["logits"])
 
 
 def test_verify_names_a_crop_box_no_image_can_have(tmp_path: Path, full_views_store: Path) -> None:
