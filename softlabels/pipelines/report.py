@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import io
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -334,14 +334,28 @@ def plot_report(report: PipelineReport, path: Path) -> None:
     try:
         if report.language_model:
             _plot_perplexity_curves(curves, report)
-            _plot_perplexity_bars(bars, report)
+            _plot_bars(
+                bars,
+                report,
+                lambda student: (student.perplexity, student.best_perplexity),
+                _perplexity,
+                report.teacher.perplexity,
+                "final (solid) and lowest (hatched) perplexity",
+            )
             for axes in (curves, bars):
                 axes.set_ylim(bottom=0.0)
                 axes.grid(alpha=0.3, axis="y")
             measure = "perplexity"
         else:
             _plot_curves(curves, report)
-            _plot_bars(bars, report)
+            _plot_bars(
+                bars,
+                report,
+                lambda student: (student.accuracy, student.best_accuracy),
+                lambda value: f"{value:.1%}",
+                report.teacher.accuracy,
+                "final (solid) and best (hatched) epoch",
+            )
             low = _lower_limit(report)
             for axes in (curves, bars):
                 axes.set_ylim(low, 1.0)
@@ -391,28 +405,36 @@ def _plot_curves(axes: Any, report: PipelineReport) -> None:
     axes.set_title("per epoch", fontsize="medium")
 
 
-def _plot_bars(axes: Any, report: PipelineReport) -> None:
-    """Final (solid) and best (hatched) accuracy per student, value on top of each bar."""
+def _plot_bars(
+    axes: Any,
+    report: PipelineReport,
+    scores: Callable[[StudentResult], tuple[float | None, float | None]],
+    shown: Callable[[float], str],
+    teacher: float | None,
+    title: str,
+) -> None:
+    """Each student's final (solid) and best (hatched) ``scores``, value on top of each bar; the teacher dotted."""
     width = 0.38
     positions = range(len(report.students))
     rotation = 90 if len(report.students) > 3 else 0  # side by side, wide labels would overlap
     for position, student in zip(positions, report.students, strict=True):
         colour = _colour(report, student)
-        for offset, value, hatch in (
-            (-width / 2, student.accuracy, None),
-            (width / 2, student.best_accuracy, "//"),
-        ):
+        final, best = scores(student)
+        for offset, value, hatch in ((-width / 2, final, None), (width / 2, best, "//")):
+            if value is None:
+                continue
             bar = axes.bar(
                 position + offset, value, width, color=colour, alpha=0.85, hatch=hatch, edgecolor="white"
             )
-            axes.bar_label(bar, labels=[f"{value:.1%}"], fontsize="x-small", padding=2, rotation=rotation)
-    axes.axhline(report.teacher.accuracy, color="black", linestyle=":")
+            axes.bar_label(bar, labels=[shown(value)], fontsize="x-small", padding=2, rotation=rotation)
+    if teacher is not None:
+        axes.axhline(teacher, color="black", linestyle=":")
     axes.set_xticks(
         list(positions),
         [f"{s.name}\n{'KD' if s.kd else 'hard labels'}" for s in report.students],
         fontsize="small",
     )
-    axes.set_title("final (solid) and best (hatched) epoch", fontsize="medium")
+    axes.set_title(title, fontsize="medium")
 
 
 def _plot_perplexity_curves(axes: Any, report: PipelineReport) -> None:
@@ -443,33 +465,6 @@ def _plot_perplexity_curves(axes: Any, report: PipelineReport) -> None:
     axes.set_xlabel("epoch")
     axes.set_ylabel("validation perplexity (lower is better)")
     axes.set_title("per epoch", fontsize="medium")
-
-
-def _plot_perplexity_bars(axes: Any, report: PipelineReport) -> None:
-    """Final (solid) and lowest (hatched) perplexity per student, value on top of each bar."""
-    width = 0.38
-    positions = range(len(report.students))
-    rotation = 90 if len(report.students) > 3 else 0
-    for position, student in zip(positions, report.students, strict=True):
-        colour = _colour(report, student)
-        for offset, value, hatch in (
-            (-width / 2, student.perplexity, None),
-            (width / 2, student.best_perplexity, "//"),
-        ):
-            if value is None:
-                continue
-            bar = axes.bar(
-                position + offset, value, width, color=colour, alpha=0.85, hatch=hatch, edgecolor="white"
-            )
-            axes.bar_label(bar, labels=[_perplexity(value)], fontsize="x-small", padding=2, rotation=rotation)
-    if report.teacher.perplexity is not None:
-        axes.axhline(report.teacher.perplexity, color="black", linestyle=":")
-    axes.set_xticks(
-        list(positions),
-        [f"{s.name}\n{'KD' if s.kd else 'hard labels'}" for s in report.students],
-        fontsize="small",
-    )
-    axes.set_title("final (solid) and lowest (hatched) perplexity", fontsize="medium")
 
 
 def _colour(report: PipelineReport, student: StudentResult) -> str:
